@@ -1,0 +1,91 @@
+//! Sealing backends for custodians.
+//!
+//! A custodian never stores a shard in the clear: it hands the shard to a
+//! [`Sealer`], which encrypts it under a key that lives inside a PKCS#11 token
+//! ([`pkcs11::Pkcs11Sealer`]) or a TPM 2.0 ([`tpm::TpmSealer`]) and returns an
+//! opaque blob. Every blob is bound to its [`SealContext`] (custodian, secret,
+//! shard index, epoch) and to the key version and blob format version in its
+//! header, so a blob moved to another row, index or custodian does not unseal.
+//!
+//! Which backend and which device settings are used comes from a
+//! [`profile::Profile`] (one TOML file per device family in `hsm-profiles/`).
+#![deny(missing_docs)]
+
+pub mod blob;
+mod error;
+pub mod pkcs11;
+pub mod profile;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tpm;
+
+pub use blob::{BlobHeader, Mechanism, SealContext, FORMAT_VERSION};
+pub use error::Error;
+pub use profile::{PinSource, Profile};
+
+use zeroize::Zeroizing;
+
+/// The largest shard a sealer accepts: a 64 KiB secret plus the envelope around it.
+pub const MAX_SHARD_LEN: usize = 64 * 1024 + 1024;
+
+/// What a sealer says about itself: safe to log and to show in health output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Backend kind, `pkcs11` or `tpm`.
+    pub backend: &'static str,
+    /// Human-readable device description (token label and model, or TPM manufacturer).
+    pub device: String,
+    /// Label (PKCS#11) or persistent handle (TPM) of the current sealing key.
+    pub key_label: String,
+    /// Current key version, used for new seals.
+    pub key_version: u32,
+    /// Mechanism used for new seals.
+    pub mechanism: Mechanism,
+    /// Random 16-byte id of this device's key set, written into every blob header
+    /// so that a blob from another device is recognised as such.
+    pub device_id: [u8; 16],
+}
+
+/// One sealing device. Implementations serialize access to the device internally,
+/// so a sealer can be shared between threads.
+///
+/// All calls block; async services call them from a blocking thread pool.
+pub trait Sealer: Send + Sync {
+    /// Encrypts `shard` under the current key version, bound to `ctx`.
+    fn seal(&self, ctx: &SealContext, shard: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Decrypts a blob made by [`Sealer::seal`] for the same `ctx` on this device.
+    fn unseal(&self, ctx: &SealContext, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error>;
+
+    /// Creates the device key(s) when missing. Idempotent: a second call changes nothing.
+    fn provision(&self) -> Result<DeviceInfo, Error>;
+
+    /// What device, key and mechanism this sealer uses.
+    fn describe(&self) -> Result<DeviceInfo, Error>;
+
+    /// Checks that the device answers and the current key is usable.
+    fn health(&self) -> Result<(), Error>;
+
+    /// Creates key version k+1 and makes it the one new seals use; older versions
+    /// keep unsealing. Returns the new version.
+    fn rotate(&self) -> Result<u32, Error>;
+
+    /// Re-seals `blob` under the current key version. Returns `None` when it already
+    /// uses the current version.
+    fn reseal(&self, ctx: &SealContext, blob: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let header = BlobHeader::decode(blob)?.0;
+        if header.key_version == self.describe()?.key_version {
+            return Ok(None);
+        }
+        let shard = self.unseal(ctx, blob)?;
+        self.seal(ctx, &shard).map(Some)
+    }
+}
+
+/// Opens the sealer a profile describes (does not provision it).
+pub fn open(profile: &Profile) -> Result<Box<dyn Sealer>, Error> {
+    match profile {
+        Profile::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Sealer::open(p)?)),
+        Profile::Tpm(p) => Ok(Box::new(tpm::TpmSealer::open(p)?)),
+    }
+}

@@ -1,0 +1,1 @@
+//! SoftHSM2 harness (being written).
