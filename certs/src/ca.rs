@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use ring::rand::SecureRandom;
 use rustls_pki_types::pem::PemObject;
@@ -146,12 +146,13 @@ impl Ca {
             _ => return Err(Error::CaWithoutTrustDomain),
         };
 
-        let key_der = Zeroizing::new(
-            PrivatePkcs8KeyDer::from_pem_slice(key_pem).map_err(|e| match e {
-                rustls_pki_types::pem::Error::NoItemsFound => Error::NoPrivateKey,
-                other => Error::Pem(other.to_string()),
-            })?,
-        );
+        let key_der =
+            Zeroizing::new(
+                PrivatePkcs8KeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+                    rustls_pki_types::pem::Error::NoItemsFound => Error::NoPrivateKey,
+                    other => Error::Pem(other.to_string()),
+                })?,
+            );
         let key = KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &PKCS_ECDSA_P256_SHA256)
             .map_err(|_| Error::UnsupportedKey)?;
         if key.public_key_raw() != x509.public_key().subject_public_key.data.as_ref() {
@@ -207,7 +208,8 @@ impl Ca {
         ip: &[IpAddr],
         validity: Duration,
     ) -> Result<Issued, Error> {
-        if !role.is_service() && !(dns.is_empty() && ip.is_empty()) {
+        let has_server_names = !dns.is_empty() || !ip.is_empty();
+        if has_server_names && !role.is_service() {
             return Err(Error::ServerNamesForClientRole(role));
         }
         if validity.is_zero() {
@@ -231,7 +233,11 @@ impl Ca {
             spiffe_id.to_string().try_into().map_err(generation)?,
         )];
         for name in dns {
-            // rustls verifies server names with webpki, so hold DNS SANs to its rules.
+            // rustls verifies server names with webpki, so hold DNS SANs to its rules. An IP
+            // address in a DNS SAN would never match: clients compare IPs against IP SANs.
+            if name.parse::<IpAddr>().is_ok() {
+                return Err(Error::InvalidDnsName(name.clone()));
+            }
             rustls_pki_types::DnsName::try_from(name.as_str())
                 .map_err(|_| Error::InvalidDnsName(name.clone()))?;
             let ia5 = name
@@ -352,7 +358,13 @@ mod tests {
 
     fn sans(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>, Vec<Vec<u8>>) {
         let (mut uris, mut dns, mut ips) = (vec![], vec![], vec![]);
-        for gn in &cert.subject_alternative_name().unwrap().unwrap().value.general_names {
+        for gn in &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+        {
             match gn {
                 GeneralName::URI(u) => uris.push(u.to_string()),
                 GeneralName::DNSName(d) => dns.push(d.to_string()),
@@ -440,7 +452,10 @@ mod tests {
         assert!(nb <= now - Duration::from_secs(60), "backdated");
         assert_eq!((na - nb).whole_days(), 365);
 
-        assert!(issued.key_pem.as_str().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(issued
+            .key_pem
+            .as_str()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_eq!(format!("{:?}", issued.key_pem), "PrivateKeyPem([redacted])");
         assert!(!format!("{issued:?}").contains("BEGIN PRIVATE KEY"));
     }
@@ -463,7 +478,13 @@ mod tests {
             assert!(dns.is_empty() && ips.is_empty());
         }
         let err = ca
-            .issue(Role::User, &name("alice"), &["alice.example".into()], &[], DAY)
+            .issue(
+                Role::User,
+                &name("alice"),
+                &["alice.example".into()],
+                &[],
+                DAY,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::ServerNamesForClientRole(Role::User)));
         let err = ca
@@ -481,7 +502,16 @@ mod tests {
     #[test]
     fn bad_dns_names_and_validities_are_refused() {
         let ca = ca();
-        for bad in ["", "a b", "-x.org", "x..org", "*.*.org", "é.org"] {
+        for bad in [
+            "",
+            "a b",
+            "-x.org",
+            "x..org",
+            "*.*.org",
+            "é.org",
+            "127.0.0.1",
+            "::1",
+        ] {
             let err = ca
                 .issue(Role::Custodian, &name("c1"), &[bad.into()], &[], DAY)
                 .unwrap_err();
@@ -521,7 +551,11 @@ mod tests {
         let loaded = Ca::load(ca.cert_pem().as_bytes(), key_pem.as_bytes()).unwrap();
         assert_eq!(loaded.trust_domain(), ca.trust_domain());
         assert_eq!(loaded.cert_der(), ca.cert_der());
-        assert_eq!(loaded.cert_pem(), ca.cert_pem(), "canonical PEM re-encoding");
+        assert_eq!(
+            loaded.cert_pem(),
+            ca.cert_pem(),
+            "canonical PEM re-encoding"
+        );
 
         // A certificate issued by the loaded CA chains to the original one.
         let issued = loaded

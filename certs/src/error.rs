@@ -73,7 +73,9 @@ pub enum Error {
     MalformedCertificate(String),
 
     /// A certificate given as a CA is not one (it lacks `CA:TRUE` or the keyCertSign usage).
-    #[error("the certificate is not a CA certificate (needs basic constraints CA:TRUE and keyCertSign)")]
+    #[error(
+        "the certificate is not a CA certificate (needs basic constraints CA:TRUE and keyCertSign)"
+    )]
     NotACa,
 
     /// A CA certificate does not name its trust domain as a single `spiffe://<td>` URI SAN.
@@ -85,7 +87,7 @@ pub enum Error {
     KeyMismatch,
 
     /// A DNS name for a subject alternative name was not a valid DNS name.
-    #[error("invalid DNS name {0:?}")]
+    #[error("invalid DNS name {0:?} (expected a host name such as c1.example.org; IP addresses go in the IP list)")]
     InvalidDnsName(String),
 
     /// DNS or IP subject alternative names were requested for a role that only acts as a TLS

@@ -45,7 +45,9 @@ impl TrustDomain {
         }
         for label in input.split('.') {
             if label.is_empty() {
-                return Err(reject("it has an empty label (a leading, trailing or double dot)"));
+                return Err(reject(
+                    "it has an empty label (a leading, trailing or double dot)",
+                ));
             }
             if label.len() > MAX_LABEL_LEN {
                 return Err(reject("a label is longer than 63 characters"));
@@ -161,6 +163,9 @@ impl Name {
         if input.len() > MAX_LABEL_LEN {
             return Err(reject("it is longer than 63 characters"));
         }
+        if input.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(reject("it must be lowercase"));
+        }
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(reject("it must start with a-z or 0-9"));
         }
@@ -246,7 +251,9 @@ impl FromStr for SpiffeId {
         let td = segments.next().unwrap_or_default();
         let (Some(role), Some(name), None) = (segments.next(), segments.next(), segments.next())
         else {
-            return Err(reject("expected exactly spiffe://<trust-domain>/<role>/<name>"));
+            return Err(reject(
+                "expected exactly spiffe://<trust-domain>/<role>/<name>",
+            ));
         };
         let trust_domain =
             TrustDomain::new(td).map_err(|_| reject("the trust domain is not valid"))?;
@@ -330,11 +337,7 @@ mod tests {
         assert_eq!(id.trust_domain().as_str(), "example.org");
         assert_eq!(id.role(), Role::Custodian);
         assert_eq!(id.name().as_str(), "c1");
-        let built = SpiffeId::new(
-            td("example.org"),
-            Role::Custodian,
-            Name::new("c1").unwrap(),
-        );
+        let built = SpiffeId::new(td("example.org"), Role::Custodian, Name::new("c1").unwrap());
         assert_eq!(built, id);
     }
 
@@ -379,7 +382,13 @@ mod tests {
         for ok in ["example.org", "a", "a-b.c-d", "0.1.2", &"a".repeat(63)] {
             assert_eq!(TrustDomain::new(ok).expect(ok).as_str(), ok);
         }
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
         assert_eq!(long.len(), 253);
         assert!(TrustDomain::new(&long).is_ok());
         for bad in [
@@ -423,6 +432,10 @@ mod tests {
             let err = Name::new(bad).expect_err(bad);
             assert!(matches!(err, Error::InvalidName { .. }), "{bad}");
         }
+        assert!(matches!(
+            Name::new("C1"),
+            Err(Error::InvalidName { reason, .. }) if reason.contains("lowercase")
+        ));
     }
 
     #[test]

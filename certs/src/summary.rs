@@ -158,7 +158,10 @@ mod tests {
             .unwrap();
         let s = summary(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(s.spiffe_id, Some(issued.spiffe_id.clone()));
-        assert_eq!(s.uris, vec!["spiffe://example.org/custodian/c1".to_string()]);
+        assert_eq!(
+            s.uris,
+            vec!["spiffe://example.org/custodian/c1".to_string()]
+        );
         assert_eq!(s.dns_names, vec!["c1.example.org".to_string()]);
         assert_eq!(s.ip_addresses, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
         assert!(!s.is_ca);
@@ -169,7 +172,10 @@ mod tests {
         assert!(s.not_before < s.not_after);
 
         let text = s.to_string();
-        assert!(text.contains("spiffe id:   spiffe://example.org/custodian/c1"), "{text}");
+        assert!(
+            text.contains("spiffe id:   spiffe://example.org/custodian/c1"),
+            "{text}"
+        );
         assert!(text.contains("dns names:   c1.example.org"), "{text}");
         assert!(text.contains("ip addrs:    127.0.0.1"), "{text}");
         assert!(text.contains("ca:          no"), "{text}");
@@ -181,7 +187,9 @@ mod tests {
         assert_eq!(ca_summary.uris, vec!["spiffe://example.org".to_string()]);
         assert_eq!(ca_summary.subject, ca_summary.issuer);
         assert_ne!(ca_summary.sha256_fingerprint, s.sha256_fingerprint);
-        assert!(ca_summary.to_string().contains("uri sans:    spiffe://example.org"));
+        assert!(ca_summary
+            .to_string()
+            .contains("uri sans:    spiffe://example.org"));
     }
 
     #[test]

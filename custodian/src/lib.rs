@@ -1,0 +1,15 @@
+//! The custodian service: deposit (enroller only), seal with the device, store the
+//! sealed blob durably, release only to the owning user, delete, audit.
+//!
+//! The binary (`custodian init | serve | audit verify | rotate | reseal`) is a thin
+//! shell over this library; integration tests drive the binary as a real process.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod journal;
+pub mod metrics;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+pub mod wire;
