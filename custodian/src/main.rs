@@ -1,1 +1,290 @@
-fn main() {}
+//! `custodian`: init (provision the device key), serve, audit verify, rotate, reseal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use custodian::api::AppState;
+use custodian::config::Config;
+use custodian::journal::Journal;
+use custodian::metrics::Metrics;
+use custodian::ratelimit::RateLimiter;
+use custodian::server::{serve, TlsFiles};
+use custodian::store::{AuditEvent, AuditVerdict, Store};
+use hsm::{Profile, SealContext};
+
+#[derive(Parser)]
+#[command(
+    name = "custodian",
+    version,
+    about = "Holds sealed shards; releases each only to its owner over mutual TLS."
+)]
+struct Cli {
+    /// Configuration file (TOML); every key can be overridden by CUSTODIAN_* variables.
+    #[arg(
+        long,
+        short,
+        env = "CUSTODIAN_CONFIG",
+        global = true,
+        default_value = "custodian.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision the sealing key on the device named by the profile (idempotent) and create the database.
+    Init {
+        /// Device profile; defaults to the configured one.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// Serve the API over mutual TLS until SIGTERM or Ctrl-C, then drain.
+    Serve,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Create the next sealing key version; new deposits use it, old blobs still unseal.
+    Rotate,
+    /// Re-seal every stored shard under the current key version.
+    Reseal,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and report the first broken row.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("custodian: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let result = match cli.command {
+        Command::Init { profile } => init(&cfg, profile),
+        Command::Serve => run_serve(cfg),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => audit_verify(&cfg),
+        Command::Rotate => rotate(&cfg),
+        Command::Reseal => reseal(&cfg),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("custodian: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn open_sealer(cfg: &Config, profile: Option<&PathBuf>) -> Result<Arc<dyn hsm::Sealer>, String> {
+    let path = profile.unwrap_or(&cfg.profile);
+    let profile = Profile::load(path).map_err(|e| e.to_string())?;
+    hsm::open(&profile)
+        .map(Arc::from)
+        .map_err(|e| format!("device: {e}"))
+}
+
+fn open_store(cfg: &Config) -> Result<Arc<Store>, String> {
+    Store::open(&cfg.database)
+        .map(Arc::new)
+        .map_err(|e| format!("{}: {e}", cfg.database.display()))
+}
+
+fn init(cfg: &Config, profile: Option<PathBuf>) -> Result<ExitCode, String> {
+    let sealer = open_sealer(cfg, profile.as_ref())?;
+    let info = sealer
+        .provision()
+        .map_err(|e| format!("provisioning failed: {e}"))?;
+    open_store(cfg)?;
+    println!(
+        "custodian {}: device ready ({} {}, key {} version {}, {}); database {}",
+        cfg.name,
+        info.backend,
+        info.device,
+        info.key_label,
+        info.key_version,
+        info.mechanism,
+        cfg.database.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_serve(cfg: Config) -> Result<ExitCode, String> {
+    let sealer = open_sealer(&cfg, None)?;
+    let info = sealer
+        .describe()
+        .map_err(|e| format!("device not ready (run `custodian init`): {e}"))?;
+    let store = open_store(&cfg)?;
+    let td = certs::TrustDomain::new(&cfg.trust_domain).map_err(|e| e.to_string())?;
+    let name = shard::CustodianId::new(&cfg.name).map_err(|e| e.to_string())?;
+    let me = certs::SpiffeId::new(
+        td.clone(),
+        certs::Role::Custodian,
+        certs::Name::new(&cfg.name).map_err(|e| e.to_string())?,
+    );
+    tracing::info!(backend = info.backend, device = %info.device, key = %info.key_label, key_version = info.key_version, mechanism = %info.mechanism, "device ready");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let state = Arc::new(AppState {
+            name,
+            me,
+            trust_domain: td,
+            sealer,
+            journal: Journal::start(store.clone()),
+            store,
+            limiter: RateLimiter::new(cfg.limits.release_per_second, cfg.limits.release_burst),
+            metrics: Arc::new(Metrics::default()),
+        });
+        let files = TlsFiles {
+            ca: cfg.tls.ca.clone(),
+            cert: cfg.tls.cert.clone(),
+            key: cfg.tls.key.clone(),
+        };
+        serve(
+            state,
+            cfg.listen,
+            cfg.health_listen,
+            files,
+            Duration::from_secs(cfg.tls.reload_seconds),
+            &cfg.limits,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn audit_verify(cfg: &Config) -> Result<ExitCode, String> {
+    let store = open_store(cfg)?;
+    match store.verify_audit().map_err(|e| e.to_string())? {
+        AuditVerdict::Intact { rows } => {
+            println!("audit log intact: {rows} rows");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditVerdict::Broken { seq, problem } => {
+            println!("audit log BROKEN at row {seq}: {problem}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn rotate(cfg: &Config) -> Result<ExitCode, String> {
+    let sealer = open_sealer(cfg, None)?;
+    let v = sealer
+        .rotate()
+        .map_err(|e| format!("rotation failed: {e}"))?;
+    println!("sealing key version {v} is now used for new deposits; run `custodian reseal` to move stored shards");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reseal(cfg: &Config) -> Result<ExitCode, String> {
+    let sealer = open_sealer(cfg, None)?;
+    let store = open_store(cfg)?;
+    let (mut moved, mut current, mut failed) = (0u64, 0u64, 0u64);
+    let mut after = None;
+    loop {
+        let page = store.list(after.as_ref(), 500).map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        after = Some(
+            last.secret_id
+                .parse::<shard::SecretId>()
+                .map_err(|e| e.to_string())?,
+        );
+        for meta in &page {
+            let id: shard::SecretId = meta
+                .secret_id
+                .parse()
+                .map_err(|e: shard::Error| e.to_string())?;
+            let Some(row) = store
+                .fetch(&id, Some(meta.epoch))
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let ctx = SealContext {
+                custodian_id: cfg.name.clone(),
+                secret_id: id,
+                index: row.index,
+                epoch: row.epoch,
+            };
+            match sealer.reseal(&ctx, &row.blob) {
+                Ok(None) => current += 1,
+                Ok(Some(blob)) => {
+                    let version = hsm::BlobHeader::decode(&blob)
+                        .map(|(h, _)| h.key_version)
+                        .unwrap_or(0);
+                    let audit = AuditEvent {
+                        event: "reseal",
+                        peer: "local:custodian-reseal".into(),
+                        secret_id: meta.secret_id.clone(),
+                        index: i64::from(row.index),
+                        outcome: "ok",
+                        reason: String::new(),
+                    };
+                    store
+                        .replace_blob(&id, row.epoch, &blob, version, audit)
+                        .map_err(|e| e.to_string())?;
+                    moved += 1;
+                }
+                Err(e) => {
+                    tracing::error!(secret_id = %meta.secret_id, error = %e, "reseal failed");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!("resealed {moved}, already current {current}, failed {failed}");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,365 @@
+//! A mutual-TLS client for the custodian API, used by the enroller, `shardctl`,
+//! the tests and the load benchmark. One client keeps one HTTP/1.1 connection and
+//! reconnects when it drops; use several clients for parallel requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use certs::SpiffeId;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
+
+use crate::wire::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Why a call failed. Says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// TCP connect failed or timed out (retryable: the custodian may be down).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+    /// The TLS handshake failed (not retryable with the same certificate; it may have expired).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+    /// The server's certificate names another identity than expected (not retryable).
+    #[error("{addr} presented {found}, expected {expected}")]
+    WrongPeer {
+        /// Address.
+        addr: SocketAddr,
+        /// Expected identity.
+        expected: String,
+        /// Presented identity.
+        found: String,
+    },
+    /// The connection broke during the request (retryable).
+    #[error("request to {addr} failed: {reason}")]
+    Transport {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+    /// The deadline passed (retryable).
+    #[error("{addr} did not answer within {0:?}", .deadline)]
+    Timeout {
+        /// Address.
+        addr: SocketAddr,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The custodian refused with a status and reason.
+    #[error("{addr} refused: {status} {reason}", status = .status.as_u16(), reason = .body.reason)]
+    Refused {
+        /// Address.
+        addr: SocketAddr,
+        /// HTTP status.
+        status: StatusCode,
+        /// The JSON error body.
+        body: ErrorBody,
+    },
+    /// The answer did not parse (not retryable).
+    #[error("{addr} sent an unreadable answer: {reason}")]
+    Decode {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+}
+
+/// A client for one custodian.
+pub struct CustodianClient {
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    expected: Option<SpiffeId>,
+    deadline: Duration,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+/// A released shard.
+pub struct Released {
+    /// Epoch.
+    pub epoch: u32,
+    /// Index.
+    pub index: u8,
+    /// The encoded envelope. Zeroized on drop.
+    pub envelope: Zeroizing<Vec<u8>>,
+}
+
+impl CustodianClient {
+    /// A client for the custodian at `addr`, verified by `server_name` (a DNS or IP SAN).
+    pub fn new(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: Arc<ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let server_name =
+            ServerName::try_from(server_name.to_owned()).map_err(|_| ClientError::Connect {
+                addr,
+                reason: format!("invalid server name {server_name:?}"),
+            })?;
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(CustodianClient {
+            addr,
+            server_name,
+            connector: TlsConnector::from(Arc::new(tls)),
+            expected: None,
+            deadline: Duration::from_secs(10),
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Also require the server's certificate to name exactly `id`.
+    pub fn expect_identity(mut self, id: SpiffeId) -> Self {
+        self.expected = Some(id);
+        self
+    }
+
+    /// Per-request deadline (connect, handshake and answer); default 10 s.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The custodian's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let addr = self.addr;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Handshake {
+                addr,
+                reason: e.to_string(),
+            })?;
+        if let Some(expected) = &self.expected {
+            let found = certs::tls::peer_spiffe_id(tls.get_ref().1)
+                .map(|id| id.to_string())
+                .unwrap_or_else(|_| "no identity".into());
+            if found != expected.to_string() {
+                return Err(ClientError::WrongPeer {
+                    addr,
+                    expected: expected.to_string(),
+                    found,
+                });
+            }
+        }
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Transport {
+                addr,
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(send)
+    }
+
+    /// Sends one request and returns the status and body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let addr = self.addr;
+        let deadline = self.deadline;
+        tokio::time::timeout(deadline, self.request_inner(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout { addr, deadline })?
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let addr = self.addr;
+        let mut guard = self.conn.lock().await;
+        // One retry on a fresh connection when a kept-alive one turns out closed.
+        for attempt in 0..2 {
+            let mut send = match guard.take() {
+                Some(s) if !s.is_closed() => s,
+                _ => self.connect().await?,
+            };
+            if send.ready().await.is_err() {
+                continue;
+            }
+            let mut req = hyper::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", "custodian");
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+                .map_err(|e| ClientError::Transport {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            match send.send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let bytes = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| ClientError::Transport {
+                            addr,
+                            reason: e.to_string(),
+                        })?
+                        .to_bytes();
+                    *guard = Some(send);
+                    return Ok((status, bytes));
+                }
+                Err(e) if attempt == 0 && e.is_canceled() => continue,
+                Err(e) => {
+                    return Err(ClientError::Transport {
+                        addr,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Err(ClientError::Transport {
+            addr,
+            reason: "connection closed".into(),
+        })
+    }
+
+    fn parse<T: DeserializeOwned>(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        if !status.is_success() {
+            let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or(ErrorBody {
+                error: "unknown".into(),
+                reason: format!("status {}", status.as_u16()),
+            });
+            return Err(ClientError::Refused {
+                addr: self.addr,
+                status,
+                body,
+            });
+        }
+        serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+            addr: self.addr,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Deposits an encoded envelope for `owner` (enroller certificate required).
+    pub async fn deposit(
+        &self,
+        owner: &str,
+        envelope: &[u8],
+    ) -> Result<DepositResponse, ClientError> {
+        let req = DepositRequest {
+            owner: owner.to_owned(),
+            envelope: B64.encode(envelope),
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::Decode {
+            addr: self.addr,
+            reason: e.to_string(),
+        })?;
+        let (status, bytes) = self.request(Method::PUT, "/v1/shards", Some(body)).await?;
+        self.parse(status, &bytes)
+    }
+
+    /// Releases the caller's shard of `secret_id` (the owner's certificate required).
+    pub async fn release(
+        &self,
+        secret_id: &shard::SecretId,
+        epoch: Option<u32>,
+    ) -> Result<Released, ClientError> {
+        let path = match epoch {
+            Some(e) => format!("/v1/shards/{secret_id}?epoch={e}"),
+            None => format!("/v1/shards/{secret_id}"),
+        };
+        let (status, bytes) = self.request(Method::GET, &path, None).await?;
+        let r: ReleaseResponse = self.parse(status, &bytes)?;
+        let envelope =
+            Zeroizing::new(
+                B64.decode(r.envelope.as_bytes())
+                    .map_err(|e| ClientError::Decode {
+                        addr: self.addr,
+                        reason: e.to_string(),
+                    })?,
+            );
+        Ok(Released {
+            epoch: r.epoch,
+            index: r.index,
+            envelope,
+        })
+    }
+
+    /// Deletes the shard(s) of `secret_id` (enroller or admin certificate).
+    pub async fn delete(
+        &self,
+        secret_id: &shard::SecretId,
+        epoch: Option<u32>,
+    ) -> Result<DeleteResponse, ClientError> {
+        let path = match epoch {
+            Some(e) => format!("/v1/shards/{secret_id}?epoch={e}"),
+            None => format!("/v1/shards/{secret_id}"),
+        };
+        let (status, bytes) = self.request(Method::DELETE, &path, None).await?;
+        self.parse(status, &bytes)
+    }
+
+    /// Lists shard metadata (admin certificate).
+    pub async fn list(&self, after: Option<&str>, limit: u32) -> Result<ListResponse, ClientError> {
+        let path = match after {
+            Some(a) => format!("/v1/shards?after={a}&limit={limit}"),
+            None => format!("/v1/shards?limit={limit}"),
+        };
+        let (status, bytes) = self.request(Method::GET, &path, None).await?;
+        self.parse(status, &bytes)
+    }
+
+    /// Health (any certificate of the trust domain).
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        let (status, bytes) = self.request(Method::GET, "/v1/health", None).await?;
+        self.parse(status, &bytes)
+    }
+}
