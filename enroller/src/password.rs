@@ -69,11 +69,15 @@ pub fn check_policy(username: &str, password: &str) -> Result<(), PolicyError> {
     if distinct.len() < 5 {
         return Err(PolicyError::Guessable);
     }
-    let steps: Vec<i64> = chars
-        .windows(2)
-        .map(|w| w[1] as i64 - w[0] as i64)
-        .collect();
-    if steps.iter().all(|d| *d == 1) || steps.iter().all(|d| *d == -1) {
+    // A run like abcdef..., 9876543210987 (digits and letters wrap around).
+    let succ = |c: char| match c {
+        '9' => '0',
+        'z' => 'a',
+        'Z' => 'A',
+        c => char::from_u32(c as u32 + 1).unwrap_or(c),
+    };
+    if chars.windows(2).all(|w| w[1] == succ(w[0])) || chars.windows(2).all(|w| w[0] == succ(w[1]))
+    {
         return Err(PolicyError::Guessable);
     }
     let core: String = lower
