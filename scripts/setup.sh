@@ -14,6 +14,9 @@ PACKAGES=(
   libtss2-dev     # TPM2 TSS (ESAPI, TCTI loaders) for tss-esapi
   tpm2-tools      # tpm2_* commands, for inspecting a TPM by hand
   pkg-config      # lets tss-esapi-sys find libtss2
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus
+                  # tpm2-pkcs11 over swtpm (hsm/tests/pkcs11.rs): module, tpm2_ptool,
+                  # the resource manager it needs, and a private D-Bus for that
   ca-certificates
 )
 

@@ -68,8 +68,10 @@ impl SealContext {
 pub enum Mechanism {
     /// PKCS#11 CKM_AES_GCM, 96-bit random IV, 128-bit tag.
     AesGcm,
-    /// PKCS#11 CKM_AES_CBC_PAD then CKM_SHA256_HMAC over header, IV and ciphertext
-    /// with a second token key (encrypt-then-MAC), for devices without AES-GCM.
+    /// AES-CBC with PKCS#7 padding (padded in software, encrypted with CKM_AES_CBC,
+    /// because tpm2-pkcs11 1.9 mishandles CKM_AES_CBC_PAD) then CKM_SHA256_HMAC over
+    /// header, IV and ciphertext with a second token key (encrypt-then-MAC), for
+    /// devices without AES-GCM.
     AesCbcPadHmac,
     /// TPM 2.0 sealed data object; shards over the TPM's limit are AES-GCM encrypted
     /// in software under a fresh per-shard key and only that key is sealed.
