@@ -191,6 +191,11 @@ impl Ca {
         PrivateKeyPem::new(self.key.serialize_pem())
     }
 
+    /// The CA's key, for signing inside this crate.
+    pub(crate) fn signing_key(&self) -> &KeyPair {
+        &self.key
+    }
+
     /// Issues a leaf certificate for `spiffe://<td>/<role>/<name>` with a fresh P-256 key.
     ///
     /// - Services ([`Role::is_service`]: custodian, enroller) get extended key usages
@@ -318,7 +323,7 @@ fn pem_certificate(der: &[u8]) -> String {
 }
 
 /// A positive serial number of [`SERIAL_LEN`] random bytes from the operating system.
-fn random_serial() -> Result<SerialNumber, Error> {
+pub(crate) fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; SERIAL_LEN];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
@@ -329,7 +334,7 @@ fn random_serial() -> Result<SerialNumber, Error> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn generation(e: impl fmt::Display) -> Error {
+pub(crate) fn generation(e: impl fmt::Display) -> Error {
     Error::Generation(e.to_string())
 }
 

@@ -99,6 +99,10 @@ pub enum Error {
     #[error("invalid validity: {0}")]
     InvalidValidity(&'static str),
 
+    /// A certificate signing request does not parse or its signature does not verify.
+    #[error("the certificate signing request is invalid or its signature does not verify")]
+    InvalidCsr,
+
     /// Certificate or key generation failed inside rcgen or ring.
     #[error("certificate generation failed: {0}")]
     Generation(String),

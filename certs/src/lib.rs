@@ -19,6 +19,7 @@
 mod ca;
 mod error;
 mod files;
+pub mod login;
 mod spiffe;
 mod summary;
 pub mod tls;
