@@ -245,3 +245,14 @@ pub fn issued_directly_by(chain: &[CertificateDer<'_>], ca_pem: &[u8]) -> bool {
     };
     leaf.issuer().as_raw() == ca.subject().as_raw()
 }
+
+/// Builds a client configuration that presents **no** certificate: TLS 1.3 only,
+/// trusting only the CA(s) in `ca_pem`. For registering and logging in at the
+/// enroller, before the user has a certificate.
+pub fn client_config_anonymous(ca_pem: &[u8]) -> Result<ClientConfig, Error> {
+    let roots = root_store(ca_pem)?;
+    Ok(ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -60,6 +60,20 @@ pub enum PkiCommand {
         dir: PkiDir,
     },
 
+    /// Issue the enroller's user CA: an intermediate certificate (path length 0) for the
+    /// public key `enroller init` wrote, which the enroller's token uses to sign users'
+    /// short-lived login certificates. Written to DIR/user-ca.pem; never overwrites.
+    IssueUserCa {
+        /// The enroller's user-CA public key (PEM), e.g. enroller-user-ca.pub.pem.
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// Validity in days, 1 to 3650.
+        #[arg(long, value_name = "N", default_value_t = 365)]
+        days: u32,
+        #[command(flatten)]
+        dir: PkiDir,
+    },
+
     /// Print a summary of a certificate: subject, issuer, serial, validity, SPIFFE id, SANs, CA
     /// flag and SHA-256 fingerprint.
     Show {

@@ -47,8 +47,41 @@ pub fn run(command: PkiCommand) -> Result<Report, CliError> {
             days,
             dir,
         } => issue(&role, &name, dns, &ip, days, &dir.dir),
+        PkiCommand::IssueUserCa {
+            public_key,
+            days,
+            dir,
+        } => issue_user_ca(&public_key, days, &dir.dir),
         PkiCommand::Show { cert } => show(&cert),
     }
+}
+
+fn issue_user_ca(public_key: &Path, days: u32, dir: &Path) -> Result<Report, CliError> {
+    if !(1..=3650).contains(&days) {
+        return Err(CliError::InvalidDays(days));
+    }
+    let cert_path = dir.join("user-ca.pem");
+    refuse_existing(&[&cert_path])?;
+    let pem = read_limited(public_key).map_err(|source| CliError::ReadCert {
+        path: public_key.to_owned(),
+        source,
+    })?;
+    let pem = String::from_utf8(pem)
+        .map_err(|_| CliError::InvalidArgument(certs::Error::UnsupportedKey))?;
+    let ca = load_ca(dir)?;
+    let cert = ca
+        .issue_user_ca(
+            &pem,
+            std::time::Duration::from_secs(u64::from(days) * 86_400),
+        )
+        .map_err(CliError::Issue)?;
+    certs::write_new_public(&cert_path, cert.as_bytes()).map_err(CliError::Issue)?;
+    Ok(Report::new(format!(
+        "issued the user CA of {} for the key in {}\n  certificate: {}\n",
+        ca.trust_domain(),
+        public_key.display(),
+        cert_path.display()
+    )))
 }
 
 fn init(trust_domain: &str, dir: &Path) -> Result<Report, CliError> {

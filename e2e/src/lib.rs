@@ -52,6 +52,11 @@ impl Bins {
     pub fn custodian(&self) -> PathBuf {
         self.dir.join("custodian")
     }
+
+    /// Path of `enroller`.
+    pub fn enroller(&self) -> PathBuf {
+        self.dir.join("enroller")
+    }
 }
 
 /// Which device a custodian seals with.
@@ -95,12 +100,25 @@ pub struct Node {
     pub log: PathBuf,
     env: Vec<(String, PathBuf)>,
     child: Option<Child>,
+    program: Program,
     _device: Device,
+}
+
+/// Which binary a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `custodian`.
+    Custodian,
+    /// `enroller`.
+    Enroller,
 }
 
 impl Node {
     fn command(&self, bins: &Bins) -> Command {
-        let mut c = Command::new(bins.custodian());
+        let mut c = Command::new(match self.program {
+            Program::Custodian => bins.custodian(),
+            Program::Enroller => bins.enroller(),
+        });
         c.arg("--config").arg(&self.config);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -183,7 +201,7 @@ impl Node {
         self.signal(libc::SIGCONT)
     }
 
-    /// Runs `custodian <args>` with this node's configuration and environment.
+    /// Runs the node's program with `<args>`, its configuration and environment.
     pub fn run(&self, bins: &Bins, args: &[&str]) -> io::Result<std::process::Output> {
         self.command(bins).args(args).output()
     }
@@ -209,6 +227,8 @@ pub struct Cluster {
     pub pki: PathBuf,
     /// The custodians.
     pub nodes: Vec<Node>,
+    /// The enroller, once started with [`Cluster::start_enroller`].
+    pub enroller: Option<Node>,
     keep: bool,
 }
 
@@ -245,6 +265,7 @@ impl Cluster {
             dir: dir.clone(),
             pki: pki.clone(),
             nodes: Vec::new(),
+            enroller: None,
             keep: false,
         };
         cluster.shardctl(&["pki", "init", "--trust-domain", TRUST_DOMAIN])?;
@@ -314,6 +335,7 @@ impl Cluster {
                 log: ndir.join("custodian.log"),
                 env,
                 child: None,
+                program: Program::Custodian,
                 _device: device,
             };
             let out = node
@@ -403,14 +425,117 @@ impl Cluster {
             .map_err(|e| e.to_string())
     }
 
+    /// Provisions an enroller on its own SoftHSM2 token (`enroller init`), has the CA issue
+    /// its user CA (`shardctl pki issue-user-ca`) and its certificate, and starts it on
+    /// 127.0.0.10 with every custodian of the cluster, threshold `t`.
+    pub fn start_enroller(&mut self, t: u8, say: &dyn Fn(&str)) -> Result<(), String> {
+        let ip = "127.0.0.10";
+        let addr = free_port(ip).map_err(|e| format!("no free port on {ip}: {e}"))?;
+        let ndir = self.dir.join("enroller");
+        fs::create_dir_all(&ndir).map_err(|e| e.to_string())?;
+        let token =
+            SoftHsm::start_standalone("enroller").map_err(|e| format!("SoftHSM2 token: {e}"))?;
+        let profile = ndir.join("token.toml");
+        fs::write(
+            &profile,
+            format!(
+                "backend = \"pkcs11\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"enroller\"\npin_file = \"{}\"\nkey_label = \"enroller\"\nmechanism = \"aes-gcm\"\n",
+                token.module_path().display(),
+                token.pin_file().display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        self.shardctl(&["pki", "issue", "enroller", "main", "--ip", ip])?;
+        let mut custodians = String::new();
+        for n in &self.nodes {
+            custodians.push_str(&format!(
+                "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
+                n.name,
+                n.addr,
+                n.addr.ip()
+            ));
+        }
+        let config = ndir.join("enroller.toml");
+        let database = ndir.join("enroller.db");
+        fs::write(
+            &config,
+            format!(
+                "name = \"main\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nlisten = \"{addr}\"\ndatabase = \"{}\"\nprofile = \"{}\"\nuser_ca_cert = \"{}\"\nthreshold = {t}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{custodians}",
+                database.display(),
+                profile.display(),
+                self.pki.join("user-ca.pem").display(),
+                self.pki.join("ca.pem").display(),
+                self.pki.join("enroller-main.pem").display(),
+                self.pki.join("enroller-main.key").display(),
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut node = Node {
+            name: "main".into(),
+            addr,
+            backend: Backend::SoftHsm,
+            config,
+            database,
+            log: ndir.join("enroller.log"),
+            env: vec![("SOFTHSM2_CONF".to_owned(), token.conf_path().to_path_buf())],
+            child: None,
+            program: Program::Enroller,
+            _device: Device::Token(token),
+        };
+        let pki = self.pki.to_string_lossy().into_owned();
+        let out = node
+            .run(&self.bins, &["init", "--out-dir", &pki])
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "enroller init failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let key = self
+            .pki
+            .join("enroller-user-ca.pub.pem")
+            .to_string_lossy()
+            .into_owned();
+        self.shardctl(&["pki", "issue-user-ca", "--public-key", &key])?;
+        say(&format!("enroller on {addr}: token keys provisioned (`enroller init`), user CA issued by the trust domain's CA"));
+        node.start(&self.bins).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tls = Arc::new(
+            certs::tls::client_config_anonymous(
+                &fs::read(self.pki.join("ca.pem")).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let client = CustodianClient::new(addr, ip, tls).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        loop {
+            match rt.block_on(client.request(hyper_method_get(), "/v1/health", None)) {
+                Ok((status, _)) if status.is_success() => break,
+                _ if Instant::now() > deadline => return Err("the enroller did not come up".into()),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.enroller = Some(node);
+        Ok(())
+    }
+
     /// Keep the working directory after drop (processes are still stopped).
     pub fn keep_files(&mut self) {
         self.keep = true;
     }
 }
 
+fn hyper_method_get() -> custodian::client::Method {
+    custodian::client::Method::GET
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.enroller = None;
         self.nodes.clear();
         if !self.keep {
             let _ = fs::remove_dir_all(&self.dir);

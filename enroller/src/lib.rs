@@ -7,6 +7,8 @@
 //! service and login certificates follow.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod config;
 pub mod password;
 pub mod token;
 pub mod totp;

@@ -1,0 +1,214 @@
+//! `enroller`: init (provision the token keys), serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use enroller::api::AppState;
+use enroller::config::Config;
+use enroller::token::{public_key_pem, Token};
+use hsm::Profile;
+
+#[derive(Parser)]
+#[command(
+    name = "enroller",
+    version,
+    about = "Authenticates users, issues login certificates, splits and deposits secrets."
+)]
+struct Cli {
+    /// Configuration file (TOML); scalar keys can be overridden by ENROLLER_* variables.
+    #[arg(
+        long,
+        short,
+        env = "ENROLLER_CONFIG",
+        global = true,
+        default_value = "enroller.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the token keys that are missing (idempotent) and write their public keys:
+    /// DIR/enroller-manifest.pub.pem (clients verify manifests with it) and
+    /// DIR/enroller-user-ca.pub.pem (for `shardctl pki issue-user-ca`).
+    Init {
+        /// Where to write the public keys.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
+    /// Serve until SIGTERM or Ctrl-C, then drain.
+    Serve,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("enroller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    svc::init_logging(&cfg.log.format, &cfg.log.level);
+    let result = match cli.command {
+        Command::Init { out_dir } => init(&cfg, &out_dir),
+        Command::Serve => serve(cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("enroller: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pkcs11_profile(cfg: &Config) -> Result<hsm::profile::Pkcs11Profile, String> {
+    match Profile::load(&cfg.profile).map_err(|e| e.to_string())? {
+        Profile::Pkcs11(p) => Ok(p),
+        Profile::Tpm(_) => Err(format!(
+            "{}: the enroller needs a PKCS#11 profile",
+            cfg.profile.display()
+        )),
+    }
+}
+
+fn init(cfg: &Config, out_dir: &std::path::Path) -> Result<(), String> {
+    let info =
+        Token::provision(&pkcs11_profile(cfg)?).map_err(|e| format!("provisioning failed: {e}"))?;
+    enroller::users::Db::open(&cfg.database)
+        .map_err(|e| format!("{}: {e}", cfg.database.display()))?;
+    for (file, key) in [
+        ("enroller-manifest.pub.pem", &info.manifest_key),
+        ("enroller-user-ca.pub.pem", &info.user_ca_key),
+    ] {
+        let path = out_dir.join(file);
+        let pem = public_key_pem(key);
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == pem => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} exists and holds another key; move it away first",
+                    path.display()
+                ))
+            }
+            Err(_) => certs::write_new_public(&path, pem.as_bytes()).map_err(|e| e.to_string())?,
+        }
+    }
+    println!(
+        "enroller {}: token {} ready; public keys in {} (enroller-manifest.pub.pem, enroller-user-ca.pub.pem)",
+        cfg.name,
+        info.token,
+        out_dir.display()
+    );
+    Ok(())
+}
+
+/// Keeps secrets out of swap and core dumps where the OS allows.
+fn harden_memory() {
+    // SAFETY: plain system calls with constant arguments; they touch no Rust-owned memory.
+    let (locked, undumpable) = unsafe {
+        (
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) == 0,
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0,
+        )
+    };
+    if locked {
+        tracing::info!("memory locked (no swap)");
+    } else {
+        tracing::warn!(
+            "mlockall refused (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK); secrets may reach swap"
+        );
+    }
+    if !undumpable {
+        tracing::warn!("could not disable core dumps");
+    }
+}
+
+struct Hooks;
+
+impl svc::Hooks for Hooks {
+    async fn refused(&self, _remote: std::net::SocketAddr, _reason: svc::RefusalReason) {}
+}
+
+fn serve(cfg: Config) -> Result<(), String> {
+    harden_memory();
+    let token = Arc::new(Token::open(&pkcs11_profile(&cfg)?).map_err(|e| format!("token: {e}"))?);
+    let db = Arc::new(
+        enroller::users::Db::open(&cfg.database)
+            .map_err(|e| format!("{}: {e}", cfg.database.display()))?,
+    );
+    let user_ca_pem = std::fs::read_to_string(&cfg.user_ca_cert)
+        .map_err(|e| format!("cannot read {}: {e}", cfg.user_ca_cert.display()))?;
+    let td = certs::TrustDomain::new(&cfg.trust_domain).map_err(|e| e.to_string())?;
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let client_tls = Arc::new(
+        certs::tls::client_config(
+            &read(&cfg.tls.ca)?,
+            &read(&cfg.tls.cert)?,
+            &zeroize::Zeroizing::new(read(&cfg.tls.key)?),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let mut custodians = Vec::new();
+    for c in &cfg.custodians {
+        let id: certs::SpiffeId = format!("spiffe://{td}/custodian/{}", c.name)
+            .parse()
+            .map_err(|e: certs::Error| e.to_string())?;
+        let client =
+            custodian::client::CustodianClient::new(c.address, &c.server_name, client_tls.clone())
+                .map_err(|e| e.to_string())?
+                .expect_identity(id)
+                .with_deadline(Duration::from_millis(cfg.limits.deposit_timeout_ms));
+        custodians.push((
+            shard::CustodianId::new(&c.name).map_err(|e| e.to_string())?,
+            Arc::new(client),
+        ));
+    }
+    // Invariant: Config::validate checked 2 <= t <= n <= 16.
+    let threshold =
+        shard::Threshold::new(cfg.threshold, custodians.len() as u8).map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState {
+        trust_domain: td,
+        token,
+        db,
+        user_ca_pem,
+        threshold,
+        custodians,
+        login_validity: Duration::from_secs(cfg.limits.login_validity_seconds),
+        invitation_ttl: cfg.limits.invitation_ttl_seconds,
+    });
+    let router = enroller::api::router(state, cfg.limits.max_body_bytes);
+    let files = svc::TlsFiles {
+        ca: cfg.tls.ca.clone(),
+        cert: cfg.tls.cert.clone(),
+        key: cfg.tls.key.clone(),
+        client_auth: svc::ClientAuth::Optional,
+    };
+    let limits = svc::ConnLimits {
+        max_connections: cfg.limits.max_connections,
+        handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
+        reload: Duration::from_secs(cfg.tls.reload_seconds),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(svc::serve(
+        router,
+        cfg.listen,
+        files,
+        limits,
+        Arc::new(Hooks),
+        svc::shutdown_signal(),
+    ))
+    .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
