@@ -126,6 +126,60 @@ fn identity(
     Ok((chain, key))
 }
 
+/// Builds a server configuration like [`server_config`] except that a client may also
+/// connect **without** a certificate (TLS 1.3 only still). Only the enroller uses it,
+/// for registration and login; every handler that needs an identity must then check
+/// that the connection has one.
+pub fn server_config_optional_client(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<ServerConfig, Error> {
+    let provider = crypto_provider();
+    let roots = Arc::new(root_store(ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let (chain, key) = identity(cert_pem, key_pem)?;
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?)
+}
+
+/// Whether a verified peer chain consists of its leaf alone, issued by the CA in
+/// `ca_pem` itself (the leaf's issuer name is the CA's subject name).
+///
+/// Services require this of every role but `user`: user login certificates come
+/// through the enroller's intermediate user CA, everything else straight from the
+/// trust domain's CA. A leaf presented alone can only chain to a trust anchor, so a
+/// certificate minted by the intermediate cannot pass as a custodian, enroller or
+/// admin (the intermediate's subject differs from the CA's).
+pub fn issued_directly_by(chain: &[CertificateDer<'_>], ca_pem: &[u8]) -> bool {
+    let [leaf] = chain else { return false };
+    let Ok(ca) = crate::ca::first_certificate(ca_pem) else {
+        return false;
+    };
+    let (Ok((_, leaf)), Ok((_, ca))) = (
+        x509_parser::parse_x509_certificate(leaf),
+        x509_parser::parse_x509_certificate(&ca),
+    ) else {
+        return false;
+    };
+    leaf.issuer().as_raw() == ca.subject().as_raw()
+}
+
+/// Builds a client configuration that presents **no** certificate: TLS 1.3 only,
+/// trusting only the CA(s) in `ca_pem`. For registering and logging in at the
+/// enroller, before the user has a certificate.
+pub fn client_config_anonymous(ca_pem: &[u8]) -> Result<ClientConfig, Error> {
+    let roots = root_store(ca_pem)?;
+    Ok(ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -201,58 +255,4 @@ mod tests {
             Err(Error::NoPeerCertificate)
         ));
     }
-}
-
-/// Builds a server configuration like [`server_config`] except that a client may also
-/// connect **without** a certificate (TLS 1.3 only still). Only the enroller uses it,
-/// for registration and login; every handler that needs an identity must then check
-/// that the connection has one.
-pub fn server_config_optional_client(
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<ServerConfig, Error> {
-    let provider = crypto_provider();
-    let roots = Arc::new(root_store(ca_pem)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let (chain, key) = identity(cert_pem, key_pem)?;
-    Ok(ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?)
-}
-
-/// Whether a verified peer chain consists of its leaf alone, issued by the CA in
-/// `ca_pem` itself (the leaf's issuer name is the CA's subject name).
-///
-/// Services require this of every role but `user`: user login certificates come
-/// through the enroller's intermediate user CA, everything else straight from the
-/// trust domain's CA. A leaf presented alone can only chain to a trust anchor, so a
-/// certificate minted by the intermediate cannot pass as a custodian, enroller or
-/// admin (the intermediate's subject differs from the CA's).
-pub fn issued_directly_by(chain: &[CertificateDer<'_>], ca_pem: &[u8]) -> bool {
-    let [leaf] = chain else { return false };
-    let Ok(ca) = crate::ca::first_certificate(ca_pem) else {
-        return false;
-    };
-    let (Ok((_, leaf)), Ok((_, ca))) = (
-        x509_parser::parse_x509_certificate(leaf),
-        x509_parser::parse_x509_certificate(&ca),
-    ) else {
-        return false;
-    };
-    leaf.issuer().as_raw() == ca.subject().as_raw()
-}
-
-/// Builds a client configuration that presents **no** certificate: TLS 1.3 only,
-/// trusting only the CA(s) in `ca_pem`. For registering and logging in at the
-/// enroller, before the user has a certificate.
-pub fn client_config_anonymous(ca_pem: &[u8]) -> Result<ClientConfig, Error> {
-    let roots = root_store(ca_pem)?;
-    Ok(ClientConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

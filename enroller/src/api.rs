@@ -669,7 +669,10 @@ async fn enroll(
             };
             let pem =
                 crate::token::public_key_pem(&p256::ecdsa::VerifyingKey::from(key.public_key()));
-            let secret = Secret::from_slice(&key.to_bytes()).map_err(|e| internal("secret", e))?;
+            let mut scalar = key.to_bytes();
+            let secret = Secret::from_slice(&scalar);
+            zeroize::Zeroize::zeroize(scalar.as_mut_slice());
+            let secret = secret.map_err(|e| internal("secret", e))?;
             (secret, SecretKind::P256(key.public_key()), Some(pem))
         }
         ("secret", Some(b64)) => {

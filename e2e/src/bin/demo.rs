@@ -80,7 +80,10 @@ fn run() -> Result<(), String> {
         }
     };
     let public = user_key.public_key();
-    let secret = Secret::from_slice(&user_key.to_bytes()).map_err(|e| e.to_string())?;
+    let mut scalar = user_key.to_bytes();
+    let secret = Secret::from_slice(&scalar);
+    zeroize::Zeroize::zeroize(scalar.as_mut_slice());
+    let secret = secret.map_err(|e| e.to_string())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
