@@ -228,16 +228,15 @@ async fn deposit(
     }
     let Json(req) = match body {
         Ok(b) => b,
-        Err(_) => {
-            return Err(refuse(
-                &s,
-                &peer,
-                "deposit",
-                "",
-                -1,
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body"),
-            )
-            .await)
+        Err(rejection) => {
+            // The body limit surfaces here as a JSON rejection, not as a response
+            // the middleware could rewrite: keep its 413.
+            let err = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body")
+            };
+            return Err(refuse(&s, &peer, "deposit", "", -1, err).await);
         }
     };
     let owner: SpiffeId = match req.owner.parse::<SpiffeId>() {
@@ -350,6 +349,20 @@ async fn deposit(
     }
 }
 
+/// What the blocking half of a release found.
+enum Lookup {
+    /// No shard for this id (and epoch).
+    Missing,
+    /// A shard of another owner; not unsealed.
+    NotOwner,
+    /// The owner's shard, and what unsealing it gave.
+    Found {
+        index: u8,
+        epoch: u32,
+        unsealed: Result<zeroize::Zeroizing<Vec<u8>>, hsm::Error>,
+    },
+}
+
 /// Query of release and delete.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,27 +411,51 @@ async fn release(
         }
         return Ok(resp);
     }
+    // One trip to the blocking pool for both the lookup and the unseal: under load
+    // each trip (two thread hand-offs) cost more than the SQLite read it carried.
     let store = s.store.clone();
-    let row = match tokio::task::spawn_blocking(move || store.fetch(&id, q.epoch)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "release lookup failed");
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage"));
+    let sealer = s.sealer.clone();
+    let custodian_id = s.name.as_str().to_owned();
+    let owner = peer.0.to_string();
+    let epoch = q.epoch;
+    let found = tokio::task::spawn_blocking(move || -> Result<Lookup, crate::store::StoreError> {
+        let Some(row) = store.fetch(&id, epoch)? else {
+            return Ok(Lookup::Missing);
+        };
+        // Only the owner's shard is ever unsealed.
+        if row.owner != owner {
+            return Ok(Lookup::NotOwner);
         }
-        Err(_) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal")),
-    };
-    // Another user's secret is answered exactly like a missing one, so that ids cannot
-    // be probed; the audit row records the difference.
-    let row = match row {
-        Some(r) if r.owner == peer.0.to_string() => r,
-        Some(_) => {
+        let context = SealContext {
+            custodian_id,
+            secret_id: id,
+            index: row.index,
+            epoch: row.epoch,
+        };
+        let unsealed = sealer.unseal(&context, &row.blob);
+        Ok(Lookup::Found {
+            index: row.index,
+            epoch: row.epoch,
+            unsealed,
+        })
+    })
+    .await;
+    let (index, epoch, unsealed) = match found {
+        Ok(Ok(Lookup::Found {
+            index,
+            epoch,
+            unsealed,
+        })) => (index, epoch, unsealed),
+        // Another user's secret is answered exactly like a missing one, so that ids
+        // cannot be probed; the audit row records the difference.
+        Ok(Ok(Lookup::NotOwner)) => {
             tracing::warn!(peer = %peer.0, secret_id = %sid, "release refused: not the owner");
             s.journal
                 .record(event(&peer, "release", &sid, -1, "refused", "not_owner"))
                 .await;
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found"));
         }
-        None => {
+        Ok(Ok(Lookup::Missing)) => {
             return Err(refuse(
                 &s,
                 &peer,
@@ -429,40 +466,41 @@ async fn release(
             )
             .await)
         }
-    };
-    let context = ctx(&s, id, row.index, row.epoch);
-    let sealer = s.sealer.clone();
-    let blob = row.blob;
-    let envelope = match tokio::task::spawn_blocking(move || sealer.unseal(&context, &blob)).await {
-        Ok(Ok(e)) => e,
         Ok(Err(e)) => {
-            tracing::error!(error = %e, secret_id = %sid, index = row.index, "unseal failed");
+            tracing::error!(error = %e, "release lookup failed");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage"));
+        }
+        Err(_) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal")),
+    };
+    let envelope = match unsealed {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, secret_id = %sid, index, "unseal failed");
             let err = device_error(&e);
             s.journal
                 .record(event(
                     &peer,
                     "release",
                     &sid,
-                    i64::from(row.index),
+                    i64::from(index),
                     "failed",
                     err.reason,
                 ))
                 .await;
             return Err(err);
         }
-        Err(_) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal")),
     };
     // The sealed context already binds id, index and epoch; decoding once more
     // guarantees only a well-formed envelope ever leaves.
     match ShardEnvelope::decode(&envelope) {
-        Ok(env) if env.secret_id == id && env.index == row.index && env.epoch == row.epoch => {}
+        Ok(env) if env.secret_id == id && env.index == index && env.epoch == epoch => {}
         _ => {
             s.journal
                 .record(event(
                     &peer,
                     "release",
                     &sid,
-                    i64::from(row.index),
+                    i64::from(index),
                     "failed",
                     "stored_envelope_invalid",
                 ))
@@ -475,14 +513,7 @@ async fn release(
     }
     if !s
         .journal
-        .record(event(
-            &peer,
-            "release",
-            &sid,
-            i64::from(row.index),
-            "ok",
-            "",
-        ))
+        .record(event(&peer, "release", &sid, i64::from(index), "ok", ""))
         .await
     {
         return Err(ApiError::new(
@@ -490,11 +521,11 @@ async fn release(
             "audit_unavailable",
         ));
     }
-    tracing::info!(peer = %peer.0, secret_id = %sid, index = row.index, epoch = row.epoch, "released");
+    tracing::info!(peer = %peer.0, secret_id = %sid, index, epoch, "released");
     let body = ReleaseResponse {
         secret_id: sid,
-        epoch: row.epoch,
-        index: row.index,
+        epoch,
+        index,
         envelope: B64.encode(&*envelope),
     };
     Ok(Json(body).into_response())
@@ -651,7 +682,8 @@ async fn health(
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
     if peer.0.trust_domain() != &s.trust_domain {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_trust_domain"));
+        let err = ApiError::new(StatusCode::FORBIDDEN, "wrong_trust_domain");
+        return Err(refuse(&s, &peer, "health", "", -1, err).await);
     }
     let (status, body) = check_health(&s).await;
     Ok((status, Json(body)).into_response())
@@ -679,7 +711,9 @@ async fn metrics(
     State(s): State<Shared>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
-    require(&s, &peer, &[Role::Admin])?;
+    if let Err(e) = require(&s, &peer, &[Role::Admin]) {
+        return Err(refuse(&s, &peer, "metrics", "", -1, e).await);
+    }
     Ok(render_metrics(&s).await)
 }
 

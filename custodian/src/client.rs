@@ -11,7 +11,7 @@ use bytes::Bytes;
 use certs::SpiffeId;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, StatusCode};
+pub use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;

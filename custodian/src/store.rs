@@ -187,6 +187,9 @@ pub struct ShardMeta {
     pub created_at: i64,
 }
 
+/// `epoch, idx, owner, blob, key_version, size, created_at` of a `shards` row.
+type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64);
+
 struct Writer {
     conn: Connection,
     head_seq: i64,
@@ -403,8 +406,16 @@ impl Store {
         epoch: Option<u32>,
     ) -> Result<Option<StoredShard>, StoreError> {
         self.with_reader(|c| {
-            let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(u32, u8, String, Vec<u8>, u32, u32, i64)> {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<ShardColumns> {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
             };
             let row = match epoch {
                 Some(e) => c
@@ -422,16 +433,18 @@ impl Store {
                     .query_row(params![&secret_id.as_bytes()[..]], map)
                     .optional()?,
             };
-            Ok(row.map(|(epoch, index, owner, blob, key_version, size, created_at)| StoredShard {
-                secret_id: *secret_id,
-                epoch,
-                index,
-                owner,
-                blob,
-                key_version,
-                size,
-                created_at,
-            }))
+            Ok(row.map(
+                |(epoch, index, owner, blob, key_version, size, created_at)| StoredShard {
+                    secret_id: *secret_id,
+                    epoch,
+                    index,
+                    owner,
+                    blob,
+                    key_version,
+                    size,
+                    created_at,
+                },
+            ))
         })
     }
 
@@ -633,6 +646,7 @@ fn intern(s: &str) -> &'static str {
         "list",
         "reseal",
         "health",
+        "metrics",
         "ok",
         "refused",
         "failed",
