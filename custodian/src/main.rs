@@ -71,7 +71,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg);
+    // The TPM stack prints its own ERROR lines for every refused command (a tampered
+    // blob, say) to stderr, our log stream; keep them out unless asked for.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+NONE");
+    }
+    svc::init_logging(&cfg.log.format, &cfg.log.level);
     let result = match cli.command {
         Command::Init { profile } => init(&cfg, profile),
         Command::Serve => run_serve(cfg),
@@ -87,20 +92,6 @@ fn main() -> ExitCode {
             eprintln!("custodian: {msg}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    if cfg.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -170,6 +161,7 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             ca: cfg.tls.ca.clone(),
             cert: cfg.tls.cert.clone(),
             key: cfg.tls.key.clone(),
+            client_auth: svc::ClientAuth::Required,
         };
         serve(
             state,
@@ -178,28 +170,13 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             files,
             Duration::from_secs(cfg.tls.reload_seconds),
             &cfg.limits,
-            shutdown_signal(),
+            svc::shutdown_signal(),
         )
         .await
         .map_err(|e| e.to_string())
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
 
 fn audit_verify(cfg: &Config) -> Result<ExitCode, String> {

@@ -85,6 +85,11 @@ impl TlsFiles {
         }
         .map_err(|e| ServeError::Tls(e.to_string()))?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed TLS 1.3 session skips client-certificate
+        // verification, so a login certificate would keep working after it expired (and
+        // after the CA file changed). Every connection makes a full handshake instead.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(cfg)
     }
 
@@ -265,10 +270,14 @@ pub async fn serve_on<H: Hooks>(
                     return;
                 }
             };
-            let peer = match stream.get_ref().1.peer_certificates() {
-                None | Some([]) => Peer(None),
+            let (peer, not_after) = match stream.get_ref().1.peer_certificates() {
+                None | Some([]) => (Peer(None), None),
                 Some(chain) => match peer_identity(chain, &ca) {
-                    Ok(id) => Peer(Some(id)),
+                    // Fails closed: a leaf rustls accepted always parses.
+                    Ok(id) => (
+                        Peer(Some(id)),
+                        Some(leaf_not_after(chain).unwrap_or(i64::MIN)),
+                    ),
                     Err(reason) => {
                         tracing::warn!(%remote, reason, "peer identity refused");
                         hooks.refused(remote, reason).await;
@@ -280,7 +289,16 @@ pub async fn serve_on<H: Hooks>(
                 req.extensions_mut().insert(peer.clone());
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(remote));
-                router.clone().oneshot(req)
+                let router = router.clone();
+                async move {
+                    // The handshake checked the certificate once; a kept-alive connection
+                    // must not outlive it (login certificates last minutes).
+                    if not_after.is_some_and(|t| unix_now() > t) {
+                        tracing::warn!(%remote, reason = "expired_certificate", "request refused");
+                        return Ok(expired_response());
+                    }
+                    router.oneshot(req).await
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -293,11 +311,41 @@ pub async fn serve_on<H: Hooks>(
         });
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
+    drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("drain deadline passed; closing remaining connections"),
     }
     Ok(())
+}
+
+/// The `notAfter` of a chain's leaf, Unix seconds.
+fn leaf_not_after(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<i64> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    Some(leaf.validity().not_after.timestamp())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(i64::MAX)
+}
+
+/// 401 `certificate_expired`, and the connection closes.
+fn expired_response() -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    let mut resp = axum::response::Response::new(axum::body::Body::from(
+        r#"{"error":"unauthorized","reason":"certificate_expired"}"#,
+    ));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
