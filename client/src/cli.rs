@@ -9,9 +9,20 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// shardctl: the one command people run to operate and use the shard custodians.
+///
+/// Passwords and invitation codes are never taken as arguments: they are read from the
+/// terminal without echo, or from the files named by SHARDCTL_PASSWORD_FILE and
+/// SHARDCTL_INVITATION_FILE (the first line); a TOTP code from the terminal or
+/// SHARDCTL_TOTP_CODE.
 #[derive(Debug, Parser)]
 #[command(name = "shardctl", version, propagate_version = true)]
 pub struct Cli {
+    /// The configuration file [default: $XDG_CONFIG_HOME/shardctl/config.toml].
+    #[arg(long, global = true, value_name = "FILE", env = "SHARDCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text (errors too).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -23,6 +34,108 @@ pub enum Command {
     /// Manage the trust domain's certificate authority and certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+
+    /// Administer the enroller's users (needs an admin certificate).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+
+    /// Register NAME with a one-time invitation code and a new password.
+    Register {
+        /// The user name the invitation was made for.
+        name: String,
+        /// Also set up a TOTP second factor (prints an otpauth:// URI and a QR code once).
+        #[arg(long)]
+        totp: bool,
+    },
+
+    /// Log in as NAME: a key made here, a certificate from the enroller valid for minutes,
+    /// both stored in $XDG_CONFIG_HOME/shardctl/login/<trust-domain>.pem (mode 0600).
+    Login {
+        /// Your user name.
+        name: String,
+    },
+
+    /// Escrow a secret: a new P-256 key made by the enroller, or the contents of a file.
+    Enroll {
+        /// Escrow this file's bytes (1 byte to 64 KiB) instead of a new P-256 key.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
+
+    /// List your escrowed secrets.
+    Secrets,
+
+    /// Recover a secret from its custodians into a new file (mode 0600): a P-256 key as
+    /// PKCS#8 PEM, any other secret as its raw bytes.
+    Recover {
+        /// The secret id `shardctl enroll` printed.
+        secret_id: String,
+        /// The file to create; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// How long each custodian may take to answer, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = crate::recover::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+        /// Wait for every custodian's answer (up to the deadline) instead of stopping once
+        /// enough shards verified, so that every bad or refusing custodian is named.
+        #[arg(long)]
+        wait_all: bool,
+    },
+
+    /// Show which services answer, their verified identities and versions, and your login.
+    Status {
+        /// How long each service may take to answer, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = crate::status::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+    },
+}
+
+/// `shardctl admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a one-time invitation for NAME and print its code.
+    Invite {
+        /// The user name to invite.
+        name: String,
+        /// How long the invitation stays valid, in hours (1 to 720) [default: the enroller's].
+        #[arg(long, value_name = "N")]
+        valid_hours: Option<u32>,
+        #[command(flatten)]
+        credentials: AdminCredentials,
+    },
+    /// Unlock NAME after too many failed logins.
+    Unlock {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        credentials: AdminCredentials,
+    },
+    /// List users, their lock state and whether they have TOTP.
+    Users {
+        #[command(flatten)]
+        credentials: AdminCredentials,
+    },
+}
+
+/// The admin certificate, when not the one under [admin] in the configuration.
+#[derive(Debug, Args)]
+pub struct AdminCredentials {
+    /// Admin certificate (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SHARDCTL_ADMIN_CERT",
+        requires = "admin_key"
+    )]
+    pub admin_cert: Option<PathBuf>,
+    /// Admin private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SHARDCTL_ADMIN_KEY",
+        requires = "admin_cert"
+    )]
+    pub admin_key: Option<PathBuf>,
 }
 
 /// `shardctl pki ...`

@@ -1,0 +1,289 @@
+//! `shardctl enroll` and `shardctl secrets`: escrow a secret, list what is escrowed.
+
+use std::path::Path;
+
+use base64::Engine;
+use custodian::client::Method;
+use p256::pkcs8::DecodePublicKey;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shard::{SecretId, SecretKind, SignedManifest};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::error::CliError;
+use crate::net::{self, Caller, Failure};
+use crate::session::{rfc3339_unix, Login};
+use crate::{manifests, Ctx, Report};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Serialize)]
+struct EnrollRequest<'a> {
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct EnrollResponse {
+    secret_id: String,
+    public_key: Option<String>,
+    manifest: String,
+}
+
+#[derive(Deserialize)]
+struct EnrollmentInfo {
+    secret_id: String,
+    kind: String,
+    public_key: Option<String>,
+    created_at: i64,
+    manifest: String,
+}
+
+/// The user's login, checked fresh, and a client for the enroller with it.
+pub fn user_enroller(
+    config: &Config,
+) -> Result<(Login, custodian::client::CustodianClient), CliError> {
+    let login = Login::load(config)?;
+    login.require_fresh()?;
+    let tls = net::tls(config, &Caller::User(&login))?;
+    let client = net::client(&config.enroller, tls, net::ENROLLER_DEADLINE)?;
+    Ok((login, client))
+}
+
+/// `shardctl enroll [--secret-file F]`.
+pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError> {
+    let config = ctx.config()?;
+    let key = manifests::pinned_key(&config)?;
+    let secret_b64 = match secret_file {
+        Some(path) => Some(read_secret_file(path)?),
+        None => None,
+    };
+    let (login, client) = user_enroller(&config)?;
+    let request = EnrollRequest {
+        kind: if secret_b64.is_some() {
+            "secret"
+        } else {
+            "p256"
+        },
+        secret: secret_b64.as_deref().map(String::as_str),
+    };
+    let answer: EnrollResponse = ctx
+        .block_on(net::call(
+            &client,
+            Method::POST,
+            "/v1/enroll",
+            Some(&request),
+        ))?
+        .map_err(|f| enroll_error(&config, &login, f))?;
+    drop(secret_b64);
+
+    let secret_id: SecretId = answer.secret_id.parse().map_err(|_| CliError::Unreadable {
+        service: "the enroller".into(),
+        reason: format!("{:?} is not a secret id", answer.secret_id),
+    })?;
+    let bytes = B64
+        .decode(answer.manifest.as_bytes())
+        .map_err(|e| CliError::BadManifest {
+            secret_id: secret_id.to_string(),
+            why: format!("it is not base64 ({e})"),
+        })?;
+    let signed = manifests::verify(&key, &bytes, &secret_id, &login.id)?;
+    let manifest = signed.unverified();
+    // What the enroller said in the clear must be what it signed.
+    let consistent = match (&manifest.kind, &answer.public_key, secret_file) {
+        (SecretKind::P256(pk), Some(pem), None) => {
+            p256::PublicKey::from_public_key_pem(pem).is_ok_and(|k| k == *pk)
+        }
+        (SecretKind::Opaque, None, Some(_)) => true,
+        _ => false,
+    };
+    if !consistent {
+        return Err(CliError::BadManifest {
+            secret_id: secret_id.to_string(),
+            why: "it does not describe the secret the enroller says it enrolled".into(),
+        });
+    }
+    let cached = manifests::store(&config, &signed)?;
+    let custodians: Vec<&str> = manifest.custodians.iter().map(|c| c.as_str()).collect();
+    let (t, n) = (manifest.threshold.t(), manifest.threshold.n());
+    if ctx.json {
+        return Ok(Report::json(&json!({
+            "secret_id": secret_id.to_string(),
+            "kind": kind_word(&manifest.kind),
+            "public_key": answer.public_key,
+            "threshold": t,
+            "custodians": custodians,
+            "manifest": cached,
+        })));
+    }
+    let what = match secret_file {
+        Some(p) => format!("the contents of {}", p.display()),
+        None => "a new P-256 key".into(),
+    };
+    let mut text = format!(
+        "enrolled {what} as secret {secret_id}\n  shards: any {t} of {n} at {}\n  \
+         manifest: verified with the pinned enroller key, cached in {}\n",
+        custodians.join(", "),
+        cached.display()
+    );
+    if let Some(pem) = &answer.public_key {
+        text.push_str("  public key:\n");
+        text.push_str(pem);
+        if !pem.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!(
+        "recover it with `shardctl recover {secret_id} --out <file>`\n"
+    ));
+    Ok(Report::new(text))
+}
+
+/// The file's bytes in base64, for the request (both zeroized on drop).
+fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+    let bytes = Zeroizing::new(
+        crate::files::read_limited(path, shard::MAX_SECRET_LEN as u64).map_err(|source| {
+            match source.kind() {
+                std::io::ErrorKind::FileTooLarge => CliError::SecretFileSize(path.to_owned()),
+                _ => CliError::ReadFile {
+                    what: "--secret-file",
+                    path: path.to_owned(),
+                    source,
+                },
+            }
+        })?,
+    );
+    if bytes.is_empty() {
+        return Err(CliError::SecretFileSize(path.to_owned()));
+    }
+    Ok(Zeroizing::new(B64.encode(&*bytes)))
+}
+
+fn enroll_error(config: &Config, login: &Login, f: Failure) -> CliError {
+    let Failure::Refused {
+        reason, custodians, ..
+    } = &f
+    else {
+        return net::failure_error(config, &config.enroller, Some(login), f);
+    };
+    match reason.as_str() {
+        "custodians_failed" | "custodians_failed_cleanup_incomplete" => CliError::EnrollFailed {
+            custodians: custodians
+                .iter()
+                .map(|c| (c.name.clone(), c.reason.clone()))
+                .collect(),
+            cleanup_incomplete: reason.ends_with("cleanup_incomplete"),
+        },
+        "token_random_unavailable" => CliError::Refused {
+            service: "the enroller".into(),
+            reason: reason.clone(),
+            hint: Some(
+                "its token cannot produce randomness, so nothing was enrolled; tell the \
+                 operator"
+                    .into(),
+            ),
+        },
+        "invalid_secret_length" => CliError::Refused {
+            service: "the enroller".into(),
+            reason: reason.clone(),
+            hint: Some("a secret must be 1 byte to 64 KiB".into()),
+        },
+        _ => net::failure_error(config, &config.enroller, Some(login), f),
+    }
+}
+
+fn kind_word(kind: &SecretKind) -> &'static str {
+    match kind {
+        SecretKind::P256(_) => "p256",
+        SecretKind::Opaque => "secret",
+    }
+}
+
+/// `shardctl secrets`: the user's enrollments, each manifest verified with the pinned key (and
+/// cached, so that recovery does not need the enroller).
+pub fn list(ctx: &Ctx) -> Result<Report, CliError> {
+    let config = ctx.config()?;
+    let key = manifests::pinned_key(&config)?;
+    let (login, client) = user_enroller(&config)?;
+    let list: Vec<EnrollmentInfo> = ctx
+        .block_on(net::call(
+            &client,
+            Method::GET,
+            "/v1/enrollments",
+            None::<&()>,
+        ))?
+        .map_err(|f| net::failure_error(&config, &config.enroller, Some(&login), f))?;
+    let mut rows = Vec::with_capacity(list.len());
+    for e in &list {
+        let verified = e.secret_id.parse::<SecretId>().ok().and_then(|id| {
+            let bytes = B64.decode(e.manifest.as_bytes()).ok()?;
+            manifests::verify(&key, &bytes, &id, &login.id).ok()
+        });
+        if let Some(signed) = &verified {
+            let id = signed.unverified().secret_id;
+            if manifests::cached(&config, &id)?.is_none() {
+                manifests::store(&config, signed)?;
+            }
+        }
+        rows.push((e, verified));
+    }
+    if ctx.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(e, v)| {
+                let m = v.as_ref().map(SignedManifest::unverified);
+                json!({
+                    "secret_id": e.secret_id,
+                    "kind": e.kind,
+                    "public_key": e.public_key,
+                    "created_at": rfc3339_unix(e.created_at),
+                    "manifest_verified": v.is_some(),
+                    "threshold": m.map(|m| m.threshold.t()),
+                    "custodians": m.map(|m| m.custodians.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        return Ok(Report::json(&items));
+    }
+    if rows.is_empty() {
+        return Ok(Report::new(format!(
+            "{} has no secrets yet; escrow one with `shardctl enroll`\n",
+            login.id
+        )));
+    }
+    let mut text = format!(
+        "{:32}  {:6}  {:20}  {:6}  CUSTODIANS\n",
+        "SECRET", "KIND", "CREATED", "SHARDS"
+    );
+    let mut report = Report::default();
+    for (e, v) in &rows {
+        let (shards, custodians) = match v.as_ref().map(SignedManifest::unverified) {
+            Some(m) => (
+                format!("{}/{}", m.threshold.t(), m.threshold.n()),
+                m.custodians
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            None => {
+                report.warnings.push(format!(
+                    "the manifest of {} does not verify with the pinned key; do not rely on it",
+                    e.secret_id
+                ));
+                ("?".into(), "(manifest does not verify)".into())
+            }
+        };
+        text.push_str(&format!(
+            "{:32}  {:6}  {:20}  {:6}  {custodians}\n",
+            e.secret_id,
+            e.kind,
+            rfc3339_unix(e.created_at),
+            shards
+        ));
+    }
+    report.text = text;
+    Ok(report)
+}
