@@ -157,7 +157,7 @@ impl CustodianClient {
             .await
             .map_err(|e| ClientError::Connect {
                 addr,
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
         let _ = tcp.set_nodelay(true);
         let tls = self
@@ -166,7 +166,7 @@ impl CustodianClient {
             .await
             .map_err(|e| ClientError::Handshake {
                 addr,
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
         if let Some(expected) = &self.expected {
             let found = certs::tls::peer_spiffe_id(tls.get_ref().1)
@@ -184,7 +184,7 @@ impl CustodianClient {
             .await
             .map_err(|e| ClientError::Transport {
                 addr,
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -234,7 +234,7 @@ impl CustodianClient {
                 .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
                 .map_err(|e| ClientError::Transport {
                     addr,
-                    reason: e.to_string(),
+                    reason: error_chain(&e),
                 })?;
             match send.send_request(req).await {
                 Ok(resp) => {
@@ -245,7 +245,7 @@ impl CustodianClient {
                         .await
                         .map_err(|e| ClientError::Transport {
                             addr,
-                            reason: e.to_string(),
+                            reason: error_chain(&e),
                         })?
                         .to_bytes();
                     *guard = Some(send);
@@ -255,7 +255,7 @@ impl CustodianClient {
                 Err(e) => {
                     return Err(ClientError::Transport {
                         addr,
-                        reason: e.to_string(),
+                        reason: error_chain(&e),
                     })
                 }
             }
@@ -284,7 +284,7 @@ impl CustodianClient {
         }
         serde_json::from_slice(body).map_err(|e| ClientError::Decode {
             addr: self.addr,
-            reason: e.to_string(),
+            reason: error_chain(&e),
         })
     }
 
@@ -300,7 +300,7 @@ impl CustodianClient {
         };
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Decode {
             addr: self.addr,
-            reason: e.to_string(),
+            reason: error_chain(&e),
         })?;
         let (status, bytes) = self.request(Method::PUT, "/v1/shards", Some(body)).await?;
         self.parse(status, &bytes)
@@ -323,7 +323,7 @@ impl CustodianClient {
                 B64.decode(r.envelope.as_bytes())
                     .map_err(|e| ClientError::Decode {
                         addr: self.addr,
-                        reason: e.to_string(),
+                        reason: error_chain(&e),
                     })?,
             );
         Ok(Released {
@@ -362,4 +362,20 @@ impl CustodianClient {
         let (status, bytes) = self.request(Method::GET, "/v1/health", None).await?;
         self.parse(status, &bytes)
     }
+}
+
+/// An error with its causes, so that e.g. a TLS alert under a broken connection
+/// (an expired client certificate) reaches the caller's message.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
