@@ -142,6 +142,15 @@ impl Node {
         Ok(())
     }
 
+    /// The value of an environment variable the harness gives this node's process
+    /// (e.g. `SOFTHSM2_CONF` of its token).
+    pub fn env_var(&self, key: &str) -> Option<&Path> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_path())
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -256,6 +265,17 @@ impl Cluster {
     /// Creates the trust domain, the devices and one custodian per backend, starts them
     /// and waits until each answers its health check. `say` receives a line per step.
     pub fn start(bins: Bins, backends: &[Backend], say: &dyn Fn(&str)) -> Result<Cluster, String> {
+        Cluster::start_with(bins, backends, &[], say)
+    }
+
+    /// Like [`Cluster::start`], with extra environment variables for every custodian
+    /// process (`CUSTODIAN_*` configuration overrides, e.g. `CUSTODIAN_LOG_LEVEL`).
+    pub fn start_with(
+        bins: Bins,
+        backends: &[Backend],
+        custodian_env: &[(&str, &str)],
+        say: &dyn Fn(&str),
+    ) -> Result<Cluster, String> {
         let dir =
             std::env::temp_dir().join(format!("shard-cluster-{}-{}", std::process::id(), unique()));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -282,7 +302,10 @@ impl Cluster {
             let ndir = dir.join(&name);
             fs::create_dir_all(&ndir).map_err(|e| e.to_string())?;
             let profile = ndir.join("profile.toml");
-            let mut env = Vec::new();
+            let mut env: Vec<(String, PathBuf)> = custodian_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), PathBuf::from(v)))
+                .collect();
             let device = match backend {
                 Backend::SoftHsm => {
                     let token = SoftHsm::start_standalone("custodian")
@@ -353,36 +376,41 @@ impl Cluster {
             node.start(&cluster.bins).map_err(|e| e.to_string())?;
             cluster.nodes.push(node);
         }
-        let (cert, key) = cluster.issue("admin", "harness")?;
-        let tls = cluster.client_tls(&cert, &key)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
         for i in 0..cluster.nodes.len() {
-            let client = cluster.client(i, tls.clone())?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match rt.block_on(client.health()) {
-                    Ok(h) if h.status == "ok" => break,
-                    Ok(h) => {
-                        return Err(format!(
-                            "{} is unhealthy: device {} database {}",
-                            cluster.nodes[i].name, h.device, h.database
-                        ))
-                    }
-                    Err(e) if Instant::now() > deadline => {
-                        return Err(format!("{} did not come up: {e}", cluster.nodes[i].name))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            cluster.wait_ready(i)?;
         }
         say(&format!(
             "{} custodians answer over mutual TLS 1.3",
             cluster.nodes.len()
         ));
         Ok(cluster)
+    }
+
+    /// Waits (at most 30 s) until custodian `i` answers its health check with `ok`,
+    /// e.g. after [`Node::start`] restarted it.
+    pub fn wait_ready(&self, i: usize) -> Result<(), String> {
+        let (cert, key) = self.issue("admin", "harness")?;
+        let client = self.client(i, self.client_tls(&cert, &key)?)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rt.block_on(client.health()) {
+                Ok(h) if h.status == "ok" => return Ok(()),
+                Ok(h) => {
+                    return Err(format!(
+                        "{} is unhealthy: device {} database {}",
+                        self.nodes[i].name, h.device, h.database
+                    ))
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("{} did not come up: {e}", self.nodes[i].name))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// Runs `shardctl` with this cluster's PKI directory.
@@ -429,6 +457,18 @@ impl Cluster {
     /// its user CA (`shardctl pki issue-user-ca`) and its certificate, and starts it on
     /// 127.0.0.10 with every custodian of the cluster, threshold `t`.
     pub fn start_enroller(&mut self, t: u8, say: &dyn Fn(&str)) -> Result<(), String> {
+        self.start_enroller_with(t, &[], say)
+    }
+
+    /// Like [`Cluster::start_enroller`], with extra environment variables for the
+    /// enroller process (`ENROLLER_*` configuration overrides, e.g.
+    /// `ENROLLER_LIMITS_LOGIN_VALIDITY_SECONDS` or `ENROLLER_LOG_LEVEL`).
+    pub fn start_enroller_with(
+        &mut self,
+        t: u8,
+        env: &[(&str, &str)],
+        say: &dyn Fn(&str),
+    ) -> Result<(), String> {
         let ip = "127.0.0.10";
         let addr = free_port(ip).map_err(|e| format!("no free port on {ip}: {e}"))?;
         let ndir = self.dir.join("enroller");
@@ -477,7 +517,9 @@ impl Cluster {
             config,
             database,
             log: ndir.join("enroller.log"),
-            env: vec![("SOFTHSM2_CONF".to_owned(), token.conf_path().to_path_buf())],
+            env: std::iter::once(("SOFTHSM2_CONF".to_owned(), token.conf_path().to_path_buf()))
+                .chain(env.iter().map(|(k, v)| ((*k).to_owned(), PathBuf::from(v))))
+                .collect(),
             child: None,
             program: Program::Enroller,
             _device: Device::Token(token),

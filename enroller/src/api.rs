@@ -58,6 +58,8 @@ pub struct AppState {
     pub login_validity: Duration,
     /// Invitation lifetime, seconds.
     pub invitation_ttl: i64,
+    /// Cap of the per-user back-off, seconds.
+    pub backoff_max: i64,
 }
 
 type Shared = Arc<AppState>;
@@ -395,7 +397,7 @@ async fn login(
         tracing::warn!(user = %name, "login refused: account locked");
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked"));
     }
-    let wait = user.last_failure + backoff_seconds(user.failures) - t;
+    let wait = user.last_failure + backoff_seconds(user.failures).min(s.backoff_max) - t;
     if wait > 0 {
         let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "retry_later");
         e.retry_after = Some(wait);
@@ -671,7 +673,7 @@ async fn enroll(
                 crate::token::public_key_pem(&p256::ecdsa::VerifyingKey::from(key.public_key()));
             let mut scalar = key.to_bytes();
             let secret = Secret::from_slice(&scalar);
-            zeroize::Zeroize::zeroize(scalar.as_mut_slice());
+            zeroize::Zeroize::zeroize(&mut scalar[..]);
             let secret = secret.map_err(|e| internal("secret", e))?;
             (secret, SecretKind::P256(key.public_key()), Some(pem))
         }

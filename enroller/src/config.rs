@@ -28,6 +28,7 @@
 //! max_body_bytes = 131072
 //! max_connections = 1024
 //! handshake_timeout_ms = 10000
+//! backoff_max_seconds = 300              # cap of the per-user back-off after 3 failures
 //!
 //! [log]
 //! format = "text"
@@ -141,6 +142,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// TLS handshake deadline.
     pub handshake_timeout_ms: u64,
+    /// Longest per-user wait after consecutive login failures (1..=300 s). The lock after
+    /// 10 failures stays; a small cap only lets tests and drills reach it quickly.
+    pub backoff_max_seconds: i64,
 }
 
 impl Default for Limits {
@@ -152,6 +156,7 @@ impl Default for Limits {
             max_body_bytes: 128 * 1024,
             max_connections: 1024,
             handshake_timeout_ms: 10_000,
+            backoff_max_seconds: 300,
         }
     }
 }
@@ -199,6 +204,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.max_body_bytes", Kind::Int),
     ("limits.max_connections", Kind::Int),
     ("limits.handshake_timeout_ms", Kind::Int),
+    ("limits.backoff_max_seconds", Kind::Int),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
 ];
@@ -317,6 +323,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "limits.invitation_ttl_seconds",
                 problem: "must be >= 60".into(),
+            });
+        }
+        if !(1..=300).contains(&l.backoff_max_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "limits.backoff_max_seconds",
+                problem: "must be 1..=300".into(),
             });
         }
         if l.max_connections == 0 || l.deposit_timeout_ms == 0 {

@@ -183,6 +183,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         custodians,
         login_validity: Duration::from_secs(cfg.limits.login_validity_seconds),
         invitation_ttl: cfg.limits.invitation_ttl_seconds,
+        backoff_max: cfg.limits.backoff_max_seconds,
     });
     let router = enroller::api::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {

@@ -82,7 +82,7 @@ fn run() -> Result<(), String> {
     let public = user_key.public_key();
     let mut scalar = user_key.to_bytes();
     let secret = Secret::from_slice(&scalar);
-    zeroize::Zeroize::zeroize(scalar.as_mut_slice());
+    zeroize::Zeroize::zeroize(&mut scalar[..]);
     let secret = secret.map_err(|e| e.to_string())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
