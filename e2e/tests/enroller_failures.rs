@@ -153,10 +153,6 @@ fn an_expired_login_certificate_is_refused_by_the_custodians_and_the_enroller() 
 }
 
 #[test]
-#[ignore = "custodian/src/server.rs keeps rustls' default TLS 1.3 session resumption, and a \
-            resumed session skips client-certificate verification: an expired login \
-            certificate keeps releasing shards (also on a kept-alive connection); \
-            un-ignore once the custodian refuses both"]
 fn an_expired_login_certificate_cannot_resume_or_keep_a_session_at_the_custodians() {
     let (cluster, e) = short_lived_cluster();
     e.new_user("oscar", GOOD_PASSWORD, false);

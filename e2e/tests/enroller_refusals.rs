@@ -398,9 +398,6 @@ fn services_cannot_enroll_and_the_user_ca_cannot_make_service_identities_at_the_
 }
 
 #[test]
-#[ignore = "custodian/src/server.rs takes the peer's SPIFFE id without svc::peer_identity \
-            (certs::tls::issued_directly_by), so it accepts admin, enroller and custodian \
-            identities signed by the user CA; un-ignore once the custodian checks it"]
 fn the_user_ca_cannot_make_service_identities_at_the_custodians() {
     let f = fixture();
     let (e, cluster) = (&f.enroller, &f.cluster);
