@@ -1,29 +1,33 @@
-//! The demo behind the README's first command: a trust domain, four custodians (two
-//! sealing with SoftHSM2, two with swtpm), a P-256 key split 3-of-4 and deposited,
-//! one custodian stopped, the key recovered from the rest and proved by a signature.
+//! The demo behind the README's first command, run the way a person would: a trust
+//! domain, four custodians (two sealing with SoftHSM2, two with swtpm) and an enroller
+//! on their own loopback addresses; then, with `shardctl` only, an admin invites alice,
+//! she registers, logs in and enrolls a P-256 key; one custodian is stopped; she
+//! recovers the key from the other three and the demo proves it by a signature that
+//! verifies with the enrolled public key.
 //!
-//! The enroller service (user login, token-backed key generation and manifest
-//! signing) is not built yet: this demo plays the enroller's part in-process, with
-//! the same core library, an enroller certificate and the same deposit API.
+//! `--keep` leaves the cluster running (until Ctrl-C) and prints how to talk to it.
 
-use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
-use e2e::{Backend, Bins, Cluster};
+use e2e::{Backend, Bins, Cluster, TRUST_DOMAIN};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use shard::rand::rngs::SysRng;
-use shard::rand::TryRng;
-use shard::{
-    combine_verified, CustodianId, Manifest, Returned, Secret, SecretId, SecretKind, Threshold,
-};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
 
 fn say(step: &str) {
     println!("  - {step}");
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let keep = std::env::args().skip(1).any(|a| a == "--keep");
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("usage: demo [--keep]   (--keep: leave the cluster running until Ctrl-C)");
+        return ExitCode::SUCCESS;
+    }
+    match run(keep) {
         Ok(()) => {
             println!(
                 "\ndemo finished: every step above succeeded; processes stopped and files removed."
@@ -37,19 +41,71 @@ fn main() -> ExitCode {
     }
 }
 
-fn os_random<const N: usize>() -> Result<[u8; N], String> {
-    let mut b = [0u8; N];
-    SysRng
-        .try_fill_bytes(&mut b)
-        .map_err(|e| format!("OS random generator: {e}"))?;
-    Ok(b)
+/// Runs `shardctl` as alice or the operator would, printing the command line.
+struct Shell {
+    bin: PathBuf,
+    env: Vec<(String, PathBuf)>,
 }
 
-fn run() -> Result<(), String> {
+impl Shell {
+    fn run(&self, args: &[&str], extra_env: &[(&str, &Path)]) -> Result<String, String> {
+        println!("    $ shardctl {}", args.join(" "));
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run shardctl: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "shardctl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                stdout.trim()
+            ));
+        }
+        Ok(stdout)
+    }
+}
+
+fn json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("unexpected shardctl output ({e}): {text}"))
+}
+
+fn write_secret_file(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{text}").map_err(|e| e.to_string())
+}
+
+fn random_password() -> Result<String, String> {
+    let mut b = [0u8; 18];
+    shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut b)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("demo-{}", hex(&b)))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run(keep: bool) -> Result<(), String> {
     let started = Instant::now();
-    println!("1. Start a cluster");
+    println!("1. An operator starts a cluster");
     let bins = Bins::locate()?;
-    let cluster = Cluster::start(
+    let shardctl = bins.shardctl();
+    let mut cluster = Cluster::start(
         bins,
         &[
             Backend::SoftHsm,
@@ -59,160 +115,117 @@ fn run() -> Result<(), String> {
         ],
         &say,
     )?;
+    cluster.start_enroller(3, &say)?;
+
+    // shardctl's configuration, and private XDG directories so the demo never touches
+    // the user's own files.
+    let (acert, akey) = cluster.issue("admin", "ops")?;
+    let home = cluster.dir.join("alice-home");
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    let enroller = cluster.enroller.as_ref().ok_or("no enroller")?;
+    let mut config = format!(
+        "trust_domain = \"{TRUST_DOMAIN}\"\nca = \"{}\"\nmanifest_key = \"{}\"\n\n[enroller]\naddress = \"{}\"\n\n[admin]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cluster.pki.join("ca.pem").display(),
+        cluster.pki.join("enroller-manifest.pub.pem").display(),
+        enroller.addr,
+        acert.display(),
+        akey.display()
+    );
     for n in &cluster.nodes {
-        say(&format!(
-            "{} seals with {} (pid {})",
+        config.push_str(&format!(
+            "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
             n.name,
-            n.backend,
-            n.pid().unwrap_or(0)
+            n.addr,
+            n.addr.ip()
         ));
     }
-
-    println!("\n2. Enroll a P-256 key for alice, 3-of-4 (the enroller's part, played in-process)");
-    let (ecert, ekey) = cluster.issue("enroller", "main")?;
-    let enroller_tls = cluster.client_tls(&ecert, &ekey)?;
-    let mut rng = shard::rng::mixed_rng(&os_random::<32>()?, &os_random::<32>()?);
-    let user_key = loop {
-        let mut b = zeroize::Zeroizing::new([0u8; 32]);
-        shard::rand::Rng::fill_bytes(&mut rng, &mut *b);
-        if let Ok(k) = p256::SecretKey::from_slice(&*b) {
-            break k;
-        }
+    let config_path = cluster.dir.join("shardctl.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let sh = Shell {
+        bin: shardctl,
+        env: vec![
+            ("SHARDCTL_CONFIG".into(), config_path.clone()),
+            ("XDG_CONFIG_HOME".into(), home.join("config")),
+            ("XDG_STATE_HOME".into(), home.join("state")),
+        ],
     };
-    let public = user_key.public_key();
-    let mut scalar = user_key.to_bytes();
-    let secret = Secret::from_slice(&scalar);
-    zeroize::Zeroize::zeroize(&mut scalar[..]);
-    let secret = secret.map_err(|e| e.to_string())?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?;
-    let secret_id = SecretId::new_v7(now.as_millis() as u64, os_random::<10>()?);
-    let threshold = Threshold::new(3, 4).map_err(|e| e.to_string())?;
-    let envelopes = shard::deal(&secret, threshold, secret_id, 1, &mut rng);
-    drop(secret);
-    let manifest_key = SigningKey::from_slice(&os_random::<32>()?).map_err(|e| e.to_string())?;
-    let custodians: Vec<CustodianId> = cluster
-        .nodes
-        .iter()
-        .map(|n| CustodianId::new(&n.name))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let owner = format!("spiffe://{}/user/alice", e2e::TRUST_DOMAIN);
-    let manifest = Manifest {
-        secret_id,
-        threshold,
-        epoch: 1,
-        created_at: now.as_secs(),
-        owner: owner.clone(),
-        kind: SecretKind::P256(public),
-        custodians: custodians.clone(),
-        commitments: shard::commitments(&envelopes),
-    }
-    .sign(&manifest_key)
-    .map_err(|e| e.to_string())?;
     say(&format!(
-        "secret {secret_id}: key generated, split into 4 shards, manifest signed"
-    ));
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let clients: Vec<_> = (0..4)
-        .map(|i| cluster.client(i, enroller_tls.clone()))
-        .collect::<Result<_, _>>()?;
-    let deposits = rt.block_on(futures_util::future::join_all(
-        clients.iter().zip(&envelopes).map(|(c, e)| {
-            let enc = e.encode();
-            let owner = owner.clone();
-            async move { c.deposit(&owner, &enc).await }
-        }),
-    ));
-    for (n, d) in cluster.nodes.iter().zip(&deposits) {
-        match d {
-            Ok(r) => say(&format!(
-                "{}: shard {} sealed with key version {} and stored",
-                n.name, r.index, r.key_version
-            )),
-            Err(e) => return Err(format!("deposit at {} failed: {e}", n.name)),
-        }
-    }
-    drop(envelopes);
-    let encoded_manifest = manifest.encode();
-    say(&format!(
-        "the enroller forgets the key; alice keeps the manifest ({} bytes) and the public key",
-        encoded_manifest.len()
+        "shardctl configuration: {}",
+        config_path.display()
     ));
 
-    println!("\n3. Lose a custodian");
-    let mut cluster = cluster;
+    println!("\n2. The operator invites alice");
+    let invite = json(&sh.run(&["--json", "admin", "invite", "alice"], &[])?)?;
+    let code = invite["code"].as_str().ok_or("no invitation code")?;
+    say(&format!(
+        "one-time invitation code issued, valid until {}",
+        invite["expires_at"].as_str().unwrap_or("?")
+    ));
+
+    println!("\n3. Alice registers, logs in and enrolls a P-256 key");
+    let invitation_file = home.join("invitation");
+    let password_file = home.join("password");
+    write_secret_file(&invitation_file, code)?;
+    write_secret_file(&password_file, &random_password()?)?;
+    let secrets = [
+        ("SHARDCTL_INVITATION_FILE", invitation_file.as_path()),
+        ("SHARDCTL_PASSWORD_FILE", password_file.as_path()),
+    ];
+    sh.run(&["register", "alice"], &secrets)?;
+    say("registered: password hashed with Argon2id over the enroller token's HMAC pepper");
+    sh.run(&["login", "alice"], &secrets)?;
+    say("logged in: key made on alice's machine, certificate valid for 10 minutes from the enroller's user CA");
+    let enrolled = json(&sh.run(&["--json", "enroll"], &[])?)?;
+    let secret_id = enrolled["secret_id"]
+        .as_str()
+        .ok_or("no secret id")?
+        .to_owned();
+    let public_pem = enrolled["public_key"]
+        .as_str()
+        .ok_or("no public key")?
+        .to_owned();
+    say(&format!(
+        "secret {secret_id}: key generated from the token's randomness, split 3-of-4, one sealed shard at each of {}",
+        enrolled["custodians"].as_array().map(|c| c.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    ));
+
+    println!("\n4. A custodian goes away");
     let status = cluster.nodes[1].stop().map_err(|e| e.to_string())?;
     say(&format!(
         "c2 stopped with SIGTERM after draining ({})",
         status.map(|s| s.to_string()).unwrap_or_default()
     ));
 
-    println!("\n4. Recover as alice from whoever answers");
-    let (ucert, ukey) = cluster.issue("user", "alice")?;
-    let user_tls = cluster.client_tls(&ucert, &ukey)?;
-    let verified = shard::SignedManifest::decode(&encoded_manifest).map_err(|e| e.to_string())?;
-    let manifest = verified
-        .verify(&VerifyingKey::from(&manifest_key))
-        .map_err(|e| e.to_string())?
-        .clone();
-    say("manifest signature verified");
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            cluster
-                .client(i, user_tls.clone())
-                .map(|c| c.with_deadline(Duration::from_secs(3)))
-        })
-        .collect::<Result<_, _>>()?;
+    println!("\n5. Alice recovers her key from whoever answers");
+    let out = home.join("alice-key.pem");
     let t0 = Instant::now();
-    let answers = rt.block_on(futures_util::future::join_all(
-        clients
-            .iter()
-            .map(|c| async move { c.release(&secret_id, None).await }),
-    ));
-    let mut returned = Vec::new();
-    for (n, a) in cluster.nodes.iter().zip(answers) {
-        match a {
-            Ok(r) => {
-                say(&format!("{} released shard {}", n.name, r.index));
-                returned.push(Returned {
-                    custodian: CustodianId::new(&n.name).map_err(|e| e.to_string())?,
-                    envelope: r.envelope,
-                });
-            }
-            Err(e) => say(&format!("{} did not answer: {e}", n.name)),
-        }
+    let report = sh.run(
+        &["recover", &secret_id, "--out", &out.to_string_lossy()],
+        &[],
+    )?;
+    for line in report.lines().filter(|l| !l.trim().is_empty()) {
+        println!("      {line}");
     }
-    let recovered =
-        combine_verified(&manifest, returned).map_err(|e| format!("recovery failed: {e}"))?;
     say(&format!(
-        "{} shards verified against the manifest and combined in {:?}; used {}",
-        recovered.used.len(),
-        t0.elapsed(),
-        recovered
-            .used
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "recovered in {:?} (one fresh shardctl process)",
+        t0.elapsed()
     ));
 
-    println!("\n5. Prove the recovered key");
-    let key = SigningKey::from_slice(recovered.secret.expose()).map_err(|e| e.to_string())?;
+    println!("\n6. Prove the recovered key");
+    let pem = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+    let key = SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| format!("recovered file is not a P-256 key: {e}"))?;
     let message = format!("demo message for secret {secret_id}");
     let signature: Signature = key.sign(message.as_bytes());
-    let shard::SecretKind::P256(enrolled) = manifest.kind else {
-        return Err("manifest is not for a P-256 key".into());
-    };
-    VerifyingKey::from(enrolled)
+    VerifyingKey::from_public_key_pem(&public_pem)
+        .map_err(|e| e.to_string())?
         .verify(message.as_bytes(), &signature)
         .map_err(|_| {
             "the recovered key's signature does not verify with the enrolled public key".to_string()
         })?;
     say("signed a message with the recovered key; it verifies with the enrolled public key");
 
-    println!("\n6. Check the custodians' audit logs");
+    println!("\n7. Check the custodians' audit logs");
     for n in &cluster.nodes {
         let out = n
             .run(&cluster.bins, &["audit", "verify"])
@@ -227,5 +240,34 @@ fn run() -> Result<(), String> {
         }
     }
     say(&format!("total {:.1} s", started.elapsed().as_secs_f64()));
+
+    if keep {
+        cluster.nodes[1]
+            .start(&cluster.bins)
+            .map_err(|e| e.to_string())?;
+        println!("\nThe cluster keeps running (c2 restarted). In another terminal:");
+        println!(
+            "  export SHARDCTL_CONFIG={} XDG_CONFIG_HOME={} XDG_STATE_HOME={}",
+            config_path.display(),
+            home.join("config").display(),
+            home.join("state").display()
+        );
+        println!("  {} status", sh.bin.display());
+        println!("Press Ctrl-C to stop it and remove its files.");
+        wait_for_ctrl_c();
+    }
     Ok(())
+}
+
+fn wait_for_ctrl_c() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
 }
