@@ -153,36 +153,29 @@ impl Default for LogConfig {
 }
 
 /// Every key that an environment variable may override, with its TOML type.
-const KEYS: &[(&str, Kind)] = &[
-    ("name", Kind::Str),
-    ("trust_domain", Kind::Str),
-    ("listen", Kind::Str),
-    ("health_listen", Kind::Str),
-    ("database", Kind::Str),
-    ("profile", Kind::Str),
-    ("tls.ca", Kind::Str),
-    ("tls.cert", Kind::Str),
-    ("tls.key", Kind::Str),
-    ("tls.reload_seconds", Kind::Int),
-    ("limits.max_body_bytes", Kind::Int),
-    ("limits.release_per_second", Kind::Float),
-    ("limits.release_burst", Kind::Float),
-    ("limits.max_connections", Kind::Int),
-    ("limits.handshake_timeout_ms", Kind::Int),
-    ("log.format", Kind::Str),
-    ("log.level", Kind::Str),
+const KEYS: &[(&str, svc::config::EnvKind)] = &[
+    ("name", svc::config::EnvKind::Str),
+    ("trust_domain", svc::config::EnvKind::Str),
+    ("listen", svc::config::EnvKind::Str),
+    ("health_listen", svc::config::EnvKind::Str),
+    ("database", svc::config::EnvKind::Str),
+    ("profile", svc::config::EnvKind::Str),
+    ("tls.ca", svc::config::EnvKind::Str),
+    ("tls.cert", svc::config::EnvKind::Str),
+    ("tls.key", svc::config::EnvKind::Str),
+    ("tls.reload_seconds", svc::config::EnvKind::Int),
+    ("limits.max_body_bytes", svc::config::EnvKind::Int),
+    ("limits.release_per_second", svc::config::EnvKind::Float),
+    ("limits.release_burst", svc::config::EnvKind::Float),
+    ("limits.max_connections", svc::config::EnvKind::Int),
+    ("limits.handshake_timeout_ms", svc::config::EnvKind::Int),
+    ("log.format", svc::config::EnvKind::Str),
+    ("log.level", svc::config::EnvKind::Str),
 ];
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Float,
-}
 
 /// The environment variable that overrides `key`.
 pub fn env_name(key: &str) -> String {
-    format!("CUSTODIAN_{}", key.replace('.', "_").to_ascii_uppercase())
+    svc::config::env_name("CUSTODIAN", key)
 }
 
 impl Config {
@@ -204,38 +197,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
-        for (key, kind) in KEYS {
-            let Some(raw) = env(&env_name(key)) else {
-                continue;
-            };
-            let value = match kind {
-                Kind::Str => toml::Value::String(raw),
-                Kind::Int => {
-                    toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Invalid {
-                        key,
-                        problem: format!("{} must be a whole number", env_name(key)),
-                    })?)
-                }
-                Kind::Float => {
-                    toml::Value::Float(raw.trim().parse().map_err(|_| ConfigError::Invalid {
-                        key,
-                        problem: format!("{} must be a number", env_name(key)),
-                    })?)
-                }
-            };
-            let mut t = &mut table;
-            let parts: Vec<&str> = key.split('.').collect();
-            for p in &parts[..parts.len() - 1] {
-                let entry = t
-                    .entry(p.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                t = entry.as_table_mut().ok_or(ConfigError::Invalid {
-                    key,
-                    problem: format!("{p} must be a table"),
-                })?;
-            }
-            t.insert(parts[parts.len() - 1].to_owned(), value);
-        }
+        svc::config::apply_env_overrides(&mut table, "CUSTODIAN", KEYS, env)
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let mut c: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_owned()))?;

@@ -4,6 +4,8 @@
 //! connections, graceful shutdown that drains in-flight requests, and logging set-up.
 #![deny(missing_docs)]
 
+pub mod config;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
