@@ -1040,7 +1040,9 @@ fn tpm2_pkcs11_over_swtpm() {
         return;
     };
     if !Path::new(MODULE).exists() {
-        skip_or_fail(&format!("{MODULE} not installed (apt-get install libtpm2-pkcs11-1)"));
+        skip_or_fail(&format!(
+            "{MODULE} not installed (apt-get install libtpm2-pkcs11-1)"
+        ));
         return;
     }
 
