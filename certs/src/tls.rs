@@ -13,12 +13,11 @@
 //! reached `custodian/c1` and not another custodian holding a valid certificate.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), certs::Error> {
-//! # let (ca, cert, key) = (b"", b"", b"");
+//! # fn serve(ca: &[u8], cert: &[u8], key: &[u8], conn: rustls::ServerConnection) -> Result<(), certs::Error> {
 //! use std::sync::Arc;
 //! let server = Arc::new(certs::tls::server_config(ca, cert, key)?);
-//! // ... accept a TCP stream, run `rustls::ServerConnection::new(server.clone())` over it ...
-//! # let conn: rustls::ServerConnection = unimplemented!();
+//! // ... accept a TCP stream, run `rustls::ServerConnection::new(server.clone())` over it,
+//! // complete the handshake, then:
 //! let peer = certs::tls::peer_spiffe_id(&conn)?;
 //! if peer.role() != certs::Role::Enroller { /* refuse */ }
 //! # Ok(()) }
