@@ -340,19 +340,7 @@ async fn gather(
 
 /// Whether one returned shard is good, by the same rules `combine_verified` applies.
 fn check(manifest: &Manifest, returned: &Returned) -> Result<(), Fault> {
-    let probe = Returned {
-        custodian: returned.custodian.clone(),
-        envelope: returned.envelope.clone(),
-    };
-    // A threshold is at least 2, so one shard alone can never be combined: the verdict is
-    // about this shard only, a fault if it is bad and none if it is good.
-    match shard::combine_verified(manifest, vec![probe]) {
-        Err(RecoverError::NotEnoughValid { mut bad, .. }) => match bad.pop() {
-            Some((_, fault)) => Err(fault),
-            None => Ok(()),
-        },
-        _ => Ok(()),
-    }
+    shard::check_returned(manifest, returned)
 }
 
 /// The result word and the reason for a custodian that gave no shard.

@@ -32,6 +32,6 @@ pub use manifest::{
 };
 pub use p256;
 pub use rand;
-pub use recover::{combine_verified, Fault, RecoverError, Recovered, Returned};
+pub use recover::{check_returned, combine_verified, Fault, RecoverError, Recovered, Returned};
 pub use secret::{Secret, ShareBytes, MAX_SECRET_LEN};
 pub use split::{combine, split, IndexedShare, Threshold, MAX_SHARDS};

@@ -137,6 +137,12 @@ pub fn combine_verified(
     Ok(Recovered { secret, used, bad })
 }
 
+/// Checks one returned shard against `manifest` by the rules [`combine_verified`]
+/// applies, so a client can judge each answer as it arrives.
+pub fn check_returned(manifest: &Manifest, returned: &Returned) -> Result<(), Fault> {
+    check(manifest, returned).map(|_| ())
+}
+
 fn check(manifest: &Manifest, r: &Returned) -> Result<IndexedShare, Fault> {
     let env = ShardEnvelope::decode(&r.envelope).map_err(Fault::Malformed)?;
     let expected = manifest
