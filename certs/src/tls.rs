@@ -156,16 +156,14 @@ pub fn server_config_optional_client(
 /// admin (the intermediate's subject differs from the CA's).
 pub fn issued_directly_by(chain: &[CertificateDer<'_>], ca_pem: &[u8]) -> bool {
     let [leaf] = chain else { return false };
-    let Ok(ca) = crate::ca::first_certificate(ca_pem) else {
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf) else {
         return false;
     };
-    let (Ok((_, leaf)), Ok((_, ca))) = (
-        x509_parser::parse_x509_certificate(leaf),
-        x509_parser::parse_x509_certificate(&ca),
-    ) else {
-        return false;
-    };
-    leaf.issuer().as_raw() == ca.subject().as_raw()
+    // Every CA in the file counts (several are trusted during a CA rotation).
+    CertificateDer::pem_slice_iter(ca_pem).flatten().any(|ca| {
+        x509_parser::parse_x509_certificate(&ca)
+            .is_ok_and(|(_, ca)| leaf.issuer().as_raw() == ca.subject().as_raw())
+    })
 }
 
 /// Builds a client configuration that presents **no** certificate: TLS 1.3 only,

@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::password::{self, PolicyError};
 use crate::token::{Token, UserCaKey};
-use crate::users::{backoff_seconds, Db, EnrollmentRow, InvitationState, RegisterRefusal};
+use crate::users::{Attempt, Db, EnrollmentRow, InvitationState, RegisterRefusal};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -250,6 +250,22 @@ async fn register(
     if req.invitation.is_empty() || req.invitation.len() > 128 {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "invitation_unknown"));
     }
+    // Spend no hashing or token work on an invitation that cannot be used.
+    let db = s.db.clone();
+    let (code, n) = (Zeroizing::new(req.invitation.clone()), name.clone());
+    let state = blocking(move || db.invitation(&code, &n, now()))
+        .await?
+        .map_err(|e| internal("database", e))?;
+    let refused = match state {
+        InvitationState::Valid => None,
+        InvitationState::Expired => Some("invitation_expired"),
+        InvitationState::Used => Some("invitation_used"),
+        InvitationState::Unknown => Some("invitation_unknown"),
+    };
+    if let Some(reason) = refused {
+        tracing::warn!(user = %name, reason, "registration refused");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, reason));
+    }
     let token = s.token.clone();
     let (n, pw) = (name.clone(), password.clone());
     let salt = s
@@ -345,20 +361,34 @@ async fn login(
     let password = Zeroizing::new(req.password);
     let source = format!("ip:{}", remote.ip());
     let t = now();
-    let db = s.db.clone();
-    let src = source.clone();
-    if blocking(move || db.source_blocked(&src, t))
-        .await?
-        .map_err(|e| internal("database", e))?
-    {
-        tracing::warn!(%source, "login refused: too many failures from this source");
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures_from_source",
-        ));
-    }
     let name = certs::Name::new(&req.name)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_name"))?;
+    // Checked and counted in one transaction before the password is looked at, so a
+    // burst of attempts cannot all slip past the limits (see Db::begin_attempt).
+    let db = s.db.clone();
+    let (n, src, max) = (name.to_string(), source.clone(), s.backoff_max);
+    let attempt = blocking(move || db.begin_attempt(&n, &src, t, max))
+        .await?
+        .map_err(|e| internal("database", e))?;
+    match attempt {
+        Attempt::Go => {}
+        Attempt::SourceBlocked => {
+            tracing::warn!(%source, "login refused: too many failures from this source");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures_from_source",
+            ));
+        }
+        Attempt::Locked => {
+            tracing::warn!(user = %name, "login refused: account locked");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked"));
+        }
+        Attempt::RetryLater(wait) => {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "retry_later");
+            e.retry_after = Some(wait);
+            return Err(e);
+        }
+    }
     let db = s.db.clone();
     let n = name.to_string();
     let user = blocking(move || db.user(&n))
@@ -366,10 +396,10 @@ async fn login(
         .map_err(|e| internal("database", e))?;
     let fail = |reason: &'static str| {
         let db = s.db.clone();
-        let (n, src) = (name.to_string(), source.clone());
+        let n = name.to_string();
         let (name, source) = (name.clone(), source.clone());
         async move {
-            let locked = blocking(move || db.record_failure(&n, &src, t))
+            let locked = blocking(move || db.settle_failure(&n))
                 .await?
                 .map_err(|e| internal("database", e))?;
             tracing::warn!(user = %name, %source, reason, "login refused");
@@ -393,16 +423,6 @@ async fn login(
         .await;
         return fail("invalid_credentials").await;
     };
-    if user.locked {
-        tracing::warn!(user = %name, "login refused: account locked");
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked"));
-    }
-    let wait = user.last_failure + backoff_seconds(user.failures).min(s.backoff_max) - t;
-    if wait > 0 {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "retry_later");
-        e.retry_after = Some(wait);
-        return Err(e);
-    }
     let token = s.token.clone();
     let (n, pw, stored) = (
         name.to_string(),
@@ -417,6 +437,12 @@ async fn login(
     }
     if let Some(sealed) = &user.totp_sealed {
         let Some(code) = req.totp_code.as_deref() else {
+            // The password was right: asking for the code is not a failed guess.
+            let db = s.db.clone();
+            let (n, src) = (name.to_string(), source.clone());
+            blocking(move || db.refund_attempt(&n, &src))
+                .await?
+                .map_err(|e| internal("database", e))?;
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "totp_required"));
         };
         let secret = s
@@ -466,7 +492,7 @@ async fn login(
     };
     let db = s.db.clone();
     let n = name.to_string();
-    blocking(move || db.record_success(&n))
+    blocking(move || db.record_success(&n, &source))
         .await?
         .map_err(|e| internal("database", e))?;
     let identity = SpiffeId::new(s.trust_domain.clone(), Role::User, name.clone()).to_string();
@@ -678,6 +704,7 @@ async fn enroll(
             (secret, SecretKind::P256(key.public_key()), Some(pem))
         }
         ("secret", Some(b64)) => {
+            let b64 = Zeroizing::new(b64);
             let raw =
                 Zeroizing::new(B64.decode(b64.as_bytes()).map_err(|_| {
                     ApiError::new(StatusCode::BAD_REQUEST, "invalid_secret_encoding")
@@ -756,18 +783,31 @@ async fn enroll(
         })
         .collect();
     if !failed.is_empty() {
-        // Take back every shard that landed; nothing half-done may remain.
+        // Take back every shard that may have landed: ask every custodian, also those
+        // whose deposit failed (an answer lost after the shard was stored counts as a
+        // failure too). Deleting is idempotent; "not found" means nothing to take back.
         let landed: Vec<&CustodianId> = results
             .iter()
             .filter(|(_, r)| r.is_ok())
             .map(|(n, _)| n)
             .collect();
+        let deletions =
+            futures_util::future::join_all(s.custodians.iter().map(|(name, client)| async move {
+                (name, client.delete(&secret_id, Some(epoch)).await)
+            }))
+            .await;
         let mut cleanup_failed = Vec::new();
-        for (name, client) in &s.custodians {
-            if landed.contains(&name) {
-                if let Err(e) = client.delete(&secret_id, Some(epoch)).await {
+        for (name, outcome) in deletions {
+            match outcome {
+                Ok(_) => {}
+                Err(ClientError::Refused { status, .. })
+                    if status == axum::http::StatusCode::NOT_FOUND => {}
+                Err(e) if landed.contains(&name) => {
                     tracing::error!(custodian = %name, %secret_id, error = %e, "could not delete a shard of a failed enrollment");
                     cleanup_failed.push(name.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(custodian = %name, %secret_id, error = %e, "could not confirm that a failed deposit left nothing behind");
                 }
             }
         }

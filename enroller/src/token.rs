@@ -116,7 +116,7 @@ fn ec_public(s: &Session, handle: ObjectHandle) -> Result<VerifyingKey, TokenErr
     };
     // CKA_EC_POINT is a DER OCTET STRING around the SEC1 point (some modules omit the wrapper).
     let sec1 = match point.as_slice() {
-        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+        [0x04, 65, rest @ ..] if rest.len() == 65 && rest[0] == 0x04 => rest,
         other => other,
     };
     VerifyingKey::from_sec1_bytes(sec1).map_err(|_| TokenError::Invalid("public key"))
@@ -260,8 +260,9 @@ impl Token {
                 s.sign(&Mechanism::Sha256Hmac, self.keys.pepper, data),
             )
         })?;
-        raw.try_into()
-            .map_err(|_| TokenError::Invalid("HMAC length"))
+        // The peppered password opens the account: keep no copy of it around.
+        let raw = Zeroizing::new(raw);
+        <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| TokenError::Invalid("HMAC length"))
     }
 
     fn totp_context(user: &str) -> SealContext {

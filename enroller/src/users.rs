@@ -197,20 +197,7 @@ impl Db {
     ) -> Result<Result<(), RegisterRefusal>, DbError> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inv: Option<(String, i64, Option<i64>)> = tx
-            .query_row(
-                "SELECT name, expires_at, used_at FROM invitations WHERE code_hash = ?1",
-                params![&code_hash(code)[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let state = match inv {
-            None => InvitationState::Unknown,
-            Some((n, _, _)) if n != name => InvitationState::Unknown,
-            Some((_, _, Some(_))) => InvitationState::Used,
-            Some((_, exp, None)) if exp <= now => InvitationState::Expired,
-            Some(_) => InvitationState::Valid,
-        };
+        let state = invitation_state(&tx, code, name, now)?;
         if state != InvitationState::Valid {
             return Ok(Err(RegisterRefusal::Invitation(state)));
         }
@@ -234,6 +221,12 @@ impl Db {
         Ok(Ok(()))
     }
 
+    /// The state of an invitation for `name` (read only), so that expensive work is
+    /// spent only on a valid one; [`Db::register`] checks it again when spending it.
+    pub fn invitation(&self, code: &str, name: &str, now: i64) -> Result<InvitationState, DbError> {
+        invitation_state(&self.conn(), code, name, now)
+    }
+
     /// The user row.
     pub fn user(&self, name: &str) -> Result<Option<UserRow>, DbError> {
         Ok(self
@@ -255,16 +248,49 @@ impl Db {
             .optional()?)
     }
 
-    /// Records a failed login for `name` (if it exists) and `source`; locks the user at
-    /// [`LOCK_AFTER`] consecutive failures. Returns whether the user is now locked.
-    pub fn record_failure(&self, name: &str, source: &str, now: i64) -> Result<bool, DbError> {
+    /// Starts a login attempt: in one transaction, refuses it when `source` is over its
+    /// budget, the user is locked, or the user's back-off has not passed, and otherwise
+    /// **counts it as a failure before the password is checked**, so that many attempts
+    /// sent at once cannot all pass these checks before the first failure is written.
+    /// A successful login takes the count back ([`Db::record_success`]).
+    pub fn begin_attempt(
+        &self,
+        name: &str,
+        source: &str,
+        now: i64,
+        backoff_max: i64,
+    ) -> Result<Attempt, DbError> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let src: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT failures, window_start FROM source_failures WHERE source = ?1",
+                params![source],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if matches!(src, Some((f, start)) if f >= SOURCE_LIMIT && start + SOURCE_WINDOW > now) {
+            return Ok(Attempt::SourceBlocked);
+        }
+        let user: Option<(i64, i64, i64)> = tx
+            .query_row(
+                "SELECT failures, last_failure, locked FROM users WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some((failures, last_failure, locked)) = user {
+            if locked != 0 {
+                return Ok(Attempt::Locked);
+            }
+            let wait = last_failure + backoff_seconds(failures).min(backoff_max) - now;
+            if wait > 0 {
+                return Ok(Attempt::RetryLater(wait));
+            }
+        }
         tx.execute(
-            "UPDATE users SET failures = failures + 1, last_failure = ?2,
-                    locked = CASE WHEN failures + 1 >= ?3 THEN 1 ELSE locked END
-             WHERE name = ?1",
-            params![name, now, LOCK_AFTER],
+            "UPDATE users SET failures = failures + 1, last_failure = ?2 WHERE name = ?1",
+            params![name, now],
         )?;
         tx.execute(
             "INSERT INTO source_failures (source, failures, window_start) VALUES (?1, 1, ?2)
@@ -273,7 +299,19 @@ impl Db {
                window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END",
             params![source, now, SOURCE_WINDOW],
         )?;
-        let locked: i64 = tx
+        tx.commit()?;
+        Ok(Attempt::Go)
+    }
+
+    /// After an attempt failed (it was counted by [`Db::begin_attempt`]): locks the user
+    /// once [`LOCK_AFTER`] consecutive attempts failed. Returns whether it is locked.
+    pub fn settle_failure(&self, name: &str) -> Result<bool, DbError> {
+        let c = self.conn();
+        c.execute(
+            "UPDATE users SET locked = CASE WHEN failures >= ?2 THEN 1 ELSE locked END WHERE name = ?1",
+            params![name, LOCK_AFTER],
+        )?;
+        let locked: i64 = c
             .query_row(
                 "SELECT locked FROM users WHERE name = ?1",
                 params![name],
@@ -281,29 +319,40 @@ impl Db {
             )
             .optional()?
             .unwrap_or(0);
-        tx.commit()?;
         Ok(locked != 0)
     }
 
-    /// Whether `source` is over its failure budget.
-    pub fn source_blocked(&self, source: &str, now: i64) -> Result<bool, DbError> {
-        let row: Option<(i64, i64)> = self
-            .conn()
-            .query_row(
-                "SELECT failures, window_start FROM source_failures WHERE source = ?1",
-                params![source],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(matches!(row, Some((f, start)) if f >= SOURCE_LIMIT && start + SOURCE_WINDOW > now))
-    }
-
-    /// Clears the failure count after a successful login.
-    pub fn record_success(&self, name: &str) -> Result<(), DbError> {
-        self.conn().execute(
+    /// A successful login: clears the user's failure count and takes back the count
+    /// [`Db::begin_attempt`] charged to `source`.
+    pub fn record_success(&self, name: &str, source: &str) -> Result<(), DbError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE users SET failures = 0 WHERE name = ?1",
             params![name],
         )?;
+        tx.execute(
+            "UPDATE source_failures SET failures = max(failures - 1, 0) WHERE source = ?1",
+            params![source],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Takes back the count of an attempt that was not a wrong guess (the password was
+    /// right and only the TOTP code was missing).
+    pub fn refund_attempt(&self, name: &str, source: &str) -> Result<(), DbError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE users SET failures = max(failures - 1, 0) WHERE name = ?1",
+            params![name],
+        )?;
+        tx.execute(
+            "UPDATE source_failures SET failures = max(failures - 1, 0) WHERE source = ?1",
+            params![source],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -374,6 +423,41 @@ impl Db {
     }
 }
 
+fn invitation_state(
+    c: &Connection,
+    code: &str,
+    name: &str,
+    now: i64,
+) -> Result<InvitationState, DbError> {
+    let inv: Option<(String, i64, Option<i64>)> = c
+        .query_row(
+            "SELECT name, expires_at, used_at FROM invitations WHERE code_hash = ?1",
+            params![&code_hash(code)[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match inv {
+        None => InvitationState::Unknown,
+        Some((n, _, _)) if n != name => InvitationState::Unknown,
+        Some((_, _, Some(_))) => InvitationState::Used,
+        Some((_, exp, None)) if exp <= now => InvitationState::Expired,
+        Some(_) => InvitationState::Valid,
+    })
+}
+
+/// Whether a login attempt may go on to the password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go on; the attempt is counted as a failure until it succeeds.
+    Go,
+    /// The user is locked until an admin unlocks it.
+    Locked,
+    /// The user must wait this many seconds (back-off).
+    RetryLater(i64),
+    /// The source is over its failure budget.
+    SourceBlocked,
+}
+
 /// Why registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterRefusal {
@@ -414,21 +498,50 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_and_unlock() {
+    fn failures_back_off_lock_and_unlock() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("e.db")).unwrap();
         db.add_invitation("c", "alice", "admin", 0, 60).unwrap();
         db.register("c", "alice", "h", None, 1).unwrap().unwrap();
-        for i in 1..LOCK_AFTER {
-            assert!(!db.record_failure("alice", "tcp:1", i).unwrap());
+        let mut t = 100;
+        for i in 1..=LOCK_AFTER {
+            assert_eq!(
+                db.begin_attempt("alice", "tcp:1", t, 300).unwrap(),
+                Attempt::Go,
+                "attempt {i}"
+            );
+            assert_eq!(db.settle_failure("alice").unwrap(), i == LOCK_AFTER);
+            t += 1000;
         }
-        assert!(db.record_failure("alice", "tcp:1", 20).unwrap());
-        assert!(db.user("alice").unwrap().unwrap().locked);
+        assert_eq!(
+            db.begin_attempt("alice", "tcp:1", t, 300).unwrap(),
+            Attempt::Locked
+        );
         assert!(db.unlock("alice").unwrap());
-        assert!(!db.user("alice").unwrap().unwrap().locked);
+        assert_eq!(
+            db.begin_attempt("alice", "tcp:1", t, 300).unwrap(),
+            Attempt::Go
+        );
+        db.record_success("alice", "tcp:1").unwrap();
         assert_eq!(backoff_seconds(2), 0);
         assert_eq!(backoff_seconds(4), 2);
         assert_eq!(backoff_seconds(40), 300);
+    }
+
+    #[test]
+    fn attempts_at_once_are_counted_before_the_password_check() {
+        // Many attempts begun before any finishes: after the third, back-off refuses the
+        // rest, so a burst cannot try more passwords than the limits allow.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("e.db")).unwrap();
+        db.add_invitation("c", "alice", "admin", 0, 60).unwrap();
+        db.register("c", "alice", "h", None, 1).unwrap().unwrap();
+        let admitted = (0..100)
+            .filter(|_| db.begin_attempt("alice", "tcp:1", 500, 300).unwrap() == Attempt::Go)
+            .count();
+        assert_eq!(admitted, 3);
+        let user = db.user("alice").unwrap().unwrap();
+        assert_eq!(user.failures, 3);
     }
 
     #[test]
@@ -444,11 +557,25 @@ mod tests {
     fn source_budget() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("e.db")).unwrap();
-        for _ in 0..SOURCE_LIMIT {
-            db.record_failure("nobody", "tcp:9", 10).unwrap();
+        for i in 0..SOURCE_LIMIT {
+            assert_eq!(
+                db.begin_attempt(&format!("nobody{i}"), "tcp:9", 10, 300)
+                    .unwrap(),
+                Attempt::Go
+            );
         }
-        assert!(db.source_blocked("tcp:9", 11).unwrap());
-        assert!(!db.source_blocked("tcp:9", 10 + SOURCE_WINDOW).unwrap());
-        assert!(!db.source_blocked("tcp:8", 11).unwrap());
+        assert_eq!(
+            db.begin_attempt("nobody", "tcp:9", 11, 300).unwrap(),
+            Attempt::SourceBlocked
+        );
+        assert_eq!(
+            db.begin_attempt("nobody", "tcp:9", 10 + SOURCE_WINDOW, 300)
+                .unwrap(),
+            Attempt::Go
+        );
+        assert_eq!(
+            db.begin_attempt("nobody", "tcp:8", 11, 300).unwrap(),
+            Attempt::Go
+        );
     }
 }

@@ -292,11 +292,13 @@ pub async fn serve_on<H: Hooks>(
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(remote));
                 let router = router.clone();
+                let hooks = hooks.clone();
                 async move {
                     // The handshake checked the certificate once; a kept-alive connection
                     // must not outlive it (login certificates last minutes).
                     if not_after.is_some_and(|t| unix_now() > t) {
                         tracing::warn!(%remote, reason = "expired_certificate", "request refused");
+                        hooks.refused(remote, "expired_certificate").await;
                         return Ok(expired_response());
                     }
                     router.oneshot(req).await
