@@ -23,6 +23,7 @@
 //! release_burst = 20
 //! max_connections = 1024
 //! handshake_timeout_ms = 10000
+//! request_timeout_ms = 30000          # one request, body included; then 408
 //!
 //! [log]
 //! format = "text"                      # or "json"
@@ -119,6 +120,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// TLS handshake deadline.
     pub handshake_timeout_ms: u64,
+    /// Deadline of one request, body included (a trickled body is answered 408).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -129,6 +132,7 @@ impl Default for Limits {
             release_burst: 20.0,
             max_connections: 1024,
             handshake_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -169,6 +173,7 @@ const KEYS: &[(&str, svc::config::EnvKind)] = &[
     ("limits.release_burst", svc::config::EnvKind::Float),
     ("limits.max_connections", svc::config::EnvKind::Int),
     ("limits.handshake_timeout_ms", svc::config::EnvKind::Int),
+    ("limits.request_timeout_ms", svc::config::EnvKind::Int),
     ("log.format", svc::config::EnvKind::Str),
     ("log.level", svc::config::EnvKind::Str),
 ];

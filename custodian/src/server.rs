@@ -86,6 +86,7 @@ pub async fn serve(
         max_connections: limits.max_connections,
         handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms),
         reload,
+        request_timeout: Duration::from_millis(limits.request_timeout_ms.max(100)),
     };
     svc::serve_on(
         router,

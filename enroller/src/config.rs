@@ -28,6 +28,7 @@
 //! max_body_bytes = 131072
 //! max_connections = 1024
 //! handshake_timeout_ms = 10000
+//! request_timeout_ms = 30000          # one request, body included; then 408
 //! backoff_max_seconds = 300              # cap of the per-user back-off after 3 failures
 //!
 //! [log]
@@ -142,6 +143,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// TLS handshake deadline.
     pub handshake_timeout_ms: u64,
+    /// Deadline of one request, body included (a trickled body is answered 408).
+    pub request_timeout_ms: u64,
     /// Longest per-user wait after consecutive login failures (1..=300 s). The lock after
     /// 10 failures stays; a small cap only lets tests and drills reach it quickly.
     pub backoff_max_seconds: i64,
@@ -156,6 +159,7 @@ impl Default for Limits {
             max_body_bytes: 128 * 1024,
             max_connections: 1024,
             handshake_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
             backoff_max_seconds: 300,
         }
     }
@@ -198,6 +202,7 @@ const KEYS: &[(&str, svc::config::EnvKind)] = &[
     ("limits.max_body_bytes", svc::config::EnvKind::Int),
     ("limits.max_connections", svc::config::EnvKind::Int),
     ("limits.handshake_timeout_ms", svc::config::EnvKind::Int),
+    ("limits.request_timeout_ms", svc::config::EnvKind::Int),
     ("limits.backoff_max_seconds", svc::config::EnvKind::Int),
     ("log.format", svc::config::EnvKind::Str),
     ("log.level", svc::config::EnvKind::Str),

@@ -196,6 +196,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         max_connections: cfg.limits.max_connections,
         handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
         reload: Duration::from_secs(cfg.tls.reload_seconds),
+        request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms.max(100)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -112,6 +112,8 @@ pub struct ConnLimits {
     pub handshake_timeout: Duration,
     /// Seconds between checks of the TLS files (zero: never reload).
     pub reload: Duration,
+    /// How long one request, body included, may take before it is answered 408.
+    pub request_timeout: Duration,
 }
 
 /// Why a handshake or identity check was refused: reported to [`Hooks::refused`].
@@ -301,7 +303,18 @@ pub async fn serve_on<H: Hooks>(
                         hooks.refused(remote, "expired_certificate").await;
                         return Ok(expired_response());
                     }
-                    router.oneshot(req).await
+                    // A request (body included) gets a bounded time, so a client that
+                    // trickles its body cannot hold a connection slot for long.
+                    match tokio::time::timeout(limits.request_timeout, router.oneshot(req)).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            tracing::warn!(%remote, reason = "request_timeout", "request refused");
+                            Ok(json_refusal(
+                                408,
+                                r#"{"error":"timeout","reason":"request_timeout"}"#,
+                            ))
+                        }
+                    }
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -338,11 +351,17 @@ fn unix_now() -> i64 {
 
 /// 401 `certificate_expired`, and the connection closes.
 fn expired_response() -> axum::response::Response {
-    use axum::http::{header, HeaderValue, StatusCode};
-    let mut resp = axum::response::Response::new(axum::body::Body::from(
+    json_refusal(
+        401,
         r#"{"error":"unauthorized","reason":"certificate_expired"}"#,
-    ));
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    )
+}
+
+/// A JSON refusal that also closes the connection.
+fn json_refusal(status: u16, body: &'static str) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
