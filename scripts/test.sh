@@ -12,3 +12,6 @@ export TSS2_LOG="${TSS2_LOG:-all+NONE}"
 # The end-to-end tests run the services as real processes: build every binary first.
 cargo build --workspace --bins --locked
 cargo test --workspace --all-features --locked "$@"
+# The cluster in containers (docker-compose.yml), when a Docker engine answers; it
+# reuses the debug binaries built above. Prints SKIPPED when there is no engine.
+SHARD_CARGO_PROFILE=debug containers/test.sh

@@ -233,21 +233,26 @@ async fn gather(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; manifest.custodians.len()];
     let mut clients: Vec<(usize, CustodianClient)> = Vec::new();
     for (i, name) in manifest.custodians.iter().enumerate() {
-        let client = config
-            .custodian(name.as_str())
-            .ok_or_else(|| {
+        let client = match config.custodian(name.as_str()) {
+            None => Err((
+                "not_configured",
                 format!(
                     "not in your configuration (add it under [[custodians]] in {})",
                     config.path.display()
-                )
-            })
-            .and_then(|svc| net::client(svc, tls.clone(), deadline).map_err(|e| e.to_string()));
+                ),
+            )),
+            // A name that does not resolve (a stopped or cut-off container, say) is a
+            // custodian we cannot reach, not a configuration mistake.
+            Some(svc) => {
+                net::client(svc, tls.clone(), deadline).map_err(|e| ("unreachable", e.to_string()))
+            }
+        };
         match client {
             Ok(c) => clients.push((i, c)),
-            Err(detail) => {
+            Err((result, detail)) => {
                 outcomes[i] = Some(Outcome {
                     name: name.to_string(),
-                    result: "not_configured",
+                    result,
                     detail,
                     ms: None,
                 })

@@ -42,6 +42,11 @@ enum Command {
         /// Device profile; defaults to the configured one.
         #[arg(long)]
         profile: Option<PathBuf>,
+        /// PKCS#11 only: when the profile's token does not exist yet, initialise it on a free
+        /// slot (SoftHSM2 offers one) with the security-officer PIN read from FILE and the
+        /// profile's user PIN. An existing token is never touched.
+        #[arg(long, value_name = "FILE")]
+        create_token_so_pin_file: Option<PathBuf>,
     },
     /// Serve the API over mutual TLS until SIGTERM or Ctrl-C, then drain.
     Serve,
@@ -54,6 +59,9 @@ enum Command {
     Rotate,
     /// Re-seal every stored shard under the current key version.
     Reseal,
+    /// Ask the running custodian's loopback health port (`health_listen`) whether it is
+    /// ready; exit status 0 when it is. The container image's HEALTHCHECK.
+    Health,
 }
 
 #[derive(Subcommand)]
@@ -78,13 +86,17 @@ fn main() -> ExitCode {
     }
     svc::init_logging(&cfg.log.format, &cfg.log.level);
     let result = match cli.command {
-        Command::Init { profile } => init(&cfg, profile),
+        Command::Init {
+            profile,
+            create_token_so_pin_file,
+        } => init(&cfg, profile, create_token_so_pin_file),
         Command::Serve => run_serve(cfg),
         Command::Audit {
             command: AuditCommand::Verify,
         } => audit_verify(&cfg),
         Command::Rotate => rotate(&cfg),
         Command::Reseal => reseal(&cfg),
+        Command::Health => health(&cfg),
     };
     match result {
         Ok(code) => code,
@@ -109,7 +121,30 @@ fn open_store(cfg: &Config) -> Result<Arc<Store>, String> {
         .map_err(|e| format!("{}: {e}", cfg.database.display()))
 }
 
-fn init(cfg: &Config, profile: Option<PathBuf>) -> Result<ExitCode, String> {
+fn init(
+    cfg: &Config,
+    profile: Option<PathBuf>,
+    create_token_so_pin_file: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    if let Some(so_pin_file) = create_token_so_pin_file {
+        let path = profile.as_ref().unwrap_or(&cfg.profile);
+        match Profile::load(path).map_err(|e| e.to_string())? {
+            Profile::Pkcs11(p) => {
+                if hsm::pkcs11::ensure_token(&p, &so_pin_file).map_err(|e| format!("token: {e}"))? {
+                    println!(
+                        "custodian {}: token {:?} initialised",
+                        cfg.name, p.token_label
+                    );
+                }
+            }
+            Profile::Tpm(_) => {
+                return Err(format!(
+                    "{}: --create-token-so-pin-file applies to PKCS#11 profiles only",
+                    path.display()
+                ))
+            }
+        }
+    }
     let sealer = open_sealer(cfg, profile.as_ref())?;
     let info = sealer
         .provision()
@@ -176,6 +211,16 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())
     })?;
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health(cfg: &Config) -> Result<ExitCode, String> {
+    let addr = cfg
+        .health_listen
+        .ok_or("health_listen is not configured: there is no health port to ask")?;
+    let body =
+        svc::probe::probe(addr, "/health", Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    println!("{body}");
     Ok(ExitCode::SUCCESS)
 }
 

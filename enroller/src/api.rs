@@ -165,6 +165,13 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .with_state(state)
 }
 
+/// The router of the optional loopback plain-HTTP health port: `GET /health` only.
+pub fn health_router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
+}
+
 /// The peer's identity if it has one of `roles` in our trust domain.
 fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<SpiffeId, ApiError> {
     let Some(id) = &peer.0 else {

@@ -6,6 +6,7 @@
 //! name = "main"                          # spiffe://<td>/enroller/main
 //! trust_domain = "example.test"
 //! listen = "127.0.0.1:7000"              # TLS 1.3; client certificates optional (login)
+//! health_listen = "127.0.0.1:7100"       # optional plain HTTP /health, loopback only
 //! database = "enroller.db"
 //! profile = "enroller-token.toml"        # PKCS#11 profile; key_label is the base label
 //! user_ca_cert = "pki/user-ca.pem"       # issued by `shardctl pki issue-user-ca`
@@ -71,6 +72,9 @@ pub struct Config {
     pub trust_domain: String,
     /// Listen address.
     pub listen: SocketAddr,
+    /// Optional plain-HTTP health address (`GET /health`); must be loopback.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
     /// Database path.
     pub database: PathBuf,
     /// PKCS#11 profile of the token.
@@ -188,6 +192,7 @@ const KEYS: &[(&str, svc::config::EnvKind)] = &[
     ("name", svc::config::EnvKind::Str),
     ("trust_domain", svc::config::EnvKind::Str),
     ("listen", svc::config::EnvKind::Str),
+    ("health_listen", svc::config::EnvKind::Str),
     ("database", svc::config::EnvKind::Str),
     ("profile", svc::config::EnvKind::Str),
     ("user_ca_cert", svc::config::EnvKind::Str),
@@ -263,6 +268,14 @@ impl Config {
             key: "trust_domain",
             problem: e.to_string(),
         })?;
+        if let Some(h) = self.health_listen {
+            if !h.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "health_listen",
+                    problem: "the plain-HTTP health port must be a loopback address".into(),
+                });
+            }
+        }
         let n = self.custodians.len();
         if n > usize::from(shard::MAX_SHARDS) {
             return Err(ConfigError::Invalid {

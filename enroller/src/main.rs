@@ -40,9 +40,17 @@ enum Command {
         /// Where to write the public keys.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        /// When the profile's token does not exist yet, initialise it on a free slot
+        /// (SoftHSM2 offers one) with the security-officer PIN read from FILE and the
+        /// profile's user PIN. An existing token is never touched.
+        #[arg(long, value_name = "FILE")]
+        create_token_so_pin_file: Option<PathBuf>,
     },
     /// Serve until SIGTERM or Ctrl-C, then drain.
     Serve,
+    /// Ask the running enroller's loopback health port (`health_listen`) whether it is
+    /// ready; exit status 0 when it is. The container image's HEALTHCHECK.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -56,8 +64,12 @@ fn main() -> ExitCode {
     };
     svc::init_logging(&cfg.log.format, &cfg.log.level);
     let result = match cli.command {
-        Command::Init { out_dir } => init(&cfg, &out_dir),
+        Command::Init {
+            out_dir,
+            create_token_so_pin_file,
+        } => init(&cfg, &out_dir, create_token_so_pin_file.as_deref()),
         Command::Serve => serve(cfg),
+        Command::Health => health(&cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,9 +90,21 @@ fn pkcs11_profile(cfg: &Config) -> Result<hsm::profile::Pkcs11Profile, String> {
     }
 }
 
-fn init(cfg: &Config, out_dir: &std::path::Path) -> Result<(), String> {
-    let info =
-        Token::provision(&pkcs11_profile(cfg)?).map_err(|e| format!("provisioning failed: {e}"))?;
+fn init(
+    cfg: &Config,
+    out_dir: &std::path::Path,
+    create_token_so_pin_file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let profile = pkcs11_profile(cfg)?;
+    if let Some(so_pin_file) = create_token_so_pin_file {
+        if hsm::pkcs11::ensure_token(&profile, so_pin_file).map_err(|e| format!("token: {e}"))? {
+            println!(
+                "enroller {}: token {:?} initialised",
+                cfg.name, profile.token_label
+            );
+        }
+    }
+    let info = Token::provision(&profile).map_err(|e| format!("provisioning failed: {e}"))?;
     enroller::users::Db::open(&cfg.database)
         .map_err(|e| format!("{}: {e}", cfg.database.display()))?;
     for (file, key) in [
@@ -106,6 +130,16 @@ fn init(cfg: &Config, out_dir: &std::path::Path) -> Result<(), String> {
         info.token,
         out_dir.display()
     );
+    Ok(())
+}
+
+fn health(cfg: &Config) -> Result<(), String> {
+    let addr = cfg
+        .health_listen
+        .ok_or("health_listen is not configured: there is no health port to ask")?;
+    let body =
+        svc::probe::probe(addr, "/health", Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    println!("{body}");
     Ok(())
 }
 
@@ -185,6 +219,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         invitation_ttl: cfg.limits.invitation_ttl_seconds,
         backoff_max: cfg.limits.backoff_max_seconds,
     });
+    let health = cfg
+        .health_listen
+        .map(|addr| (addr, enroller::api::health_router(state.clone())));
     let router = enroller::api::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {
         ca: cfg.tls.ca.clone(),
@@ -202,15 +239,29 @@ fn serve(cfg: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(svc::serve(
-        router,
-        cfg.listen,
-        files,
-        limits,
-        Arc::new(Hooks),
-        svc::shutdown_signal(),
-    ))
-    .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        if let Some((addr, app)) = health {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(%addr, "plain health port (loopback)");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "health port stopped");
+                }
+            });
+        }
+        svc::serve(
+            router,
+            cfg.listen,
+            files,
+            limits,
+            Arc::new(Hooks),
+            svc::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })?;
     tracing::info!("stopped");
     Ok(())
 }

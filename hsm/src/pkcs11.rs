@@ -254,6 +254,55 @@ impl Module {
     }
 }
 
+/// Makes sure the token the profile names exists: when no initialised token carries
+/// `profile.token_label`, initialises the first slot whose token is present but not
+/// initialised (SoftHSM2 always offers one) with that label, the security-officer PIN
+/// read from `so_pin_file`, and the profile's user PIN. Returns whether it created the
+/// token. An existing token is never re-initialised; with no free slot (a hardware
+/// device that must be set up with its own tools) the error says so.
+pub fn ensure_token(profile: &Pkcs11Profile, so_pin_file: &Path) -> Result<bool, Error> {
+    let module = Module::load(&profile.module)?;
+    match module.find_token(&profile.token_label) {
+        Ok(_) => return Ok(false),
+        Err(Error::TokenNotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let so_pin = PinSource::File(so_pin_file.to_owned()).read()?;
+    let user_pin = profile.pin.read()?;
+    let label = &profile.token_label;
+    if label.is_empty() || label.len() > 32 {
+        return Err(Error::Device(format!(
+            "token label {label:?} must be 1 to 32 bytes"
+        )));
+    }
+    module.with_slot_lock(|ctx| {
+        let slots = ctx.get_slots_with_token().map_err(map_ck)?;
+        let free = slots
+            .into_iter()
+            .find(|s| matches!(ctx.get_token_info(*s), Ok(info) if !info.token_initialized()))
+            .ok_or_else(|| {
+                Error::Device(format!(
+                    "no token is labelled {label:?} and no slot offers an uninitialised token; \
+                     set the device up with its own tools"
+                ))
+            })?;
+        ctx.init_token(free, &AuthPin::new(so_pin.as_str().into()), label)
+            .map_err(map_ck)
+    })?;
+    // SoftHSM moves the new token to another slot number: find it again by label.
+    let slot = module.find_token(label)?;
+    let session = module.open_session(slot, true)?;
+    session
+        .login(UserType::So, Some(&AuthPin::new(so_pin.as_str().into())))
+        .map_err(map_ck)?;
+    session
+        .init_pin(&AuthPin::new(user_pin.as_str().into()))
+        .map_err(map_ck)?;
+    session.logout().map_err(map_ck)?;
+    info!(token = %label, "token initialised");
+    Ok(true)
+}
+
 /// Logs `session` in as the normal user unless the process already is.
 fn login(session: &Session, pin: &PinSource) -> Result<(), Error> {
     if let Ok(info) = session.get_session_info() {

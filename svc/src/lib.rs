@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod probe;
 
 use std::future::Future;
 use std::net::SocketAddr;
