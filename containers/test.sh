@@ -197,6 +197,17 @@ r=$(result_of custodian-3 <<<"$report")
 [[ "$r" == unreachable || "$r" == timeout ]] || fail "custodian-3 reported as $r: $report"
 [[ $(verified_count <<<"$report") -eq 3 ]] || fail "expected 3 verified: $report"
 say "recovered from 3 across the partition; custodian-3 named: $r ($(detail_of custodian-3 <<<"$report"))"
+# Enrolling needs every custodian: it fails, names the missing one, and keeps nothing.
+if sc enroll >"$work/enroll.out" 2>&1; then
+  fail "an enrollment succeeded with custodian-3 cut off"
+fi
+grep -q custodian-3 "$work/enroll.out" || fail "the failed enrollment does not name custodian-3: $(cat "$work/enroll.out")"
+listed=$(sc --json secrets)
+python3 -c 'import json,sys
+ids = sorted(s["secret_id"] for s in json.loads(sys.argv[1]))
+sys.exit(0 if ids == sorted(sys.argv[2:]) else 1)' "$listed" "$brought" "$generated" ||
+  fail "after the failed enrollment alice holds: $listed"
+say "enrolling during the partition fails ($(grep -m1 custodian-3 "$work/enroll.out")) and leaves alice's two secrets only"
 docker network connect --ip "$SHARD_NET_PREFIX.13" --alias custodian-3 "$network" "$c3"
 report=$(recover "$brought" r5.bin --wait-all)
 [[ $(result_of custodian-3 <<<"$report") == verified ]] || fail "custodian-3 after reconnecting: $report"
