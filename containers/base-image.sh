@@ -55,26 +55,33 @@ security="$(apt_uri debian-security)"
 mirror="${mirror:-http://deb.debian.org/debian}"
 log "building $IMAGE from Debian packages (mirror from this machine's apt configuration; a few minutes)"
 
+# debootstrap, apt-get and the root file system need root.
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { log "building the base image needs root (or sudo)"; exit 1; }
+  SUDO=sudo
+else
+  SUDO=
+fi
 if ! command -v debootstrap >/dev/null; then
   log "installing debootstrap"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
-root="$(mktemp -d /var/tmp/shard-base.XXXXXX)"
-trap 'rm -rf "$root"' EXIT
+work="$(mktemp -d /var/tmp/shard-base.XXXXXX)"
+trap '$SUDO rm -rf "$work"' EXIT
+root="$work/root"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-debootstrap --variant=minbase ${keyring:+--keyring="$keyring"} "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 || {
-  tail -n 30 "$root.log" >&2
-  rm -f "$root.log"
+$SUDO debootstrap --variant=minbase --keyring="$keyring" "$SUITE" "$root" "$mirror" >"$work/log" 2>&1 || {
+  tail -n 30 "$work/log" >&2
   log "debootstrap failed"
   exit 1
 }
-rm -f "$root.log"
 
 # Trim it as the slim image is trimmed: no documentation, manuals or translations
 # installed by later apt-get runs, no package caches kept.
-cat >"$root/etc/dpkg/dpkg.cfg.d/slim" <<'CFG'
+write() { $SUDO tee "$root/$1" >/dev/null; }
+write etc/dpkg/dpkg.cfg.d/slim <<'CFG'
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright
 path-exclude /usr/share/man/*
@@ -82,13 +89,13 @@ path-exclude /usr/share/info/*
 path-exclude /usr/share/locale/*
 path-exclude /usr/share/lintian/*
 CFG
-cat >"$root/etc/apt/apt.conf.d/docker-clean" <<'CFG'
+write etc/apt/apt.conf.d/docker-clean <<'CFG'
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";
 CFG
-echo 'Acquire::Languages "none";' >"$root/etc/apt/apt.conf.d/docker-no-languages"
-rm -f "$root/etc/apt/sources.list"
+echo 'Acquire::Languages "none";' | write etc/apt/apt.conf.d/docker-no-languages
+$SUDO rm -f "$root/etc/apt/sources.list"
 {
   printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: %s\n' \
     "$mirror" "$SUITE" "$SUITE" "$keyring"
@@ -96,13 +103,12 @@ rm -f "$root/etc/apt/sources.list"
     printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: %s\n' \
       "$security" "$SUITE" "$keyring"
   fi
-} >"$root/etc/apt/sources.list.d/debian.sources"
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
-  "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/tmp/* 2>/dev/null || true
-: >"$root/etc/hostname"
-: >"$root/etc/resolv.conf"
+} | write etc/apt/sources.list.d/debian.sources
+$SUDO sh -c 'cd "$1" && rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/* usr/share/doc/* usr/share/man/* usr/share/locale/* tmp/*' sh "$root"
+: | write etc/hostname
+: | write etc/resolv.conf
 
-tar --numeric-owner -C "$root" -c . | docker import \
+$SUDO tar --numeric-owner -C "$root" -c . | docker import \
   --change 'CMD ["bash"]' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'LABEL org.opencontainers.image.description="Debian bookworm minbase built locally from Debian packages by containers/base-image.sh"' \

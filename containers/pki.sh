@@ -1,68 +1,100 @@
 #!/bin/sh
-# The compose cluster's one-shot PKI steps, run in the shardctl image as root with
-# only CHOWN, DAC_OVERRIDE and FOWNER, no network. Idempotent: what exists is kept.
+# The compose cluster's one-shot PKI steps, run in the shardctl image as user `shard`
+# with no capabilities and no network. Idempotent: what exists and is valid is kept.
 #
-#   shard-pki services   the trust domain's CA (in the `ca` volume, nowhere else), each
-#                        custodian's and the enroller's TLS identity into that service's
-#                        own volume, the enroller's configuration, and the client
-#                        volume's shardctl configuration with an admin identity
+#   shard-pki services   the trust domain's CA (the `ca` volume, which nothing else
+#                        mounts); each custodian's and the enroller's TLS identity, the
+#                        enroller's configuration, and shardctl's configuration with an
+#                        admin identity, each into an identity volume that its service
+#                        mounts read-only
 #   shard-pki user-ca    after `enroller init`: the enroller's user CA certificate, and
-#                        the enroller's manifest key pinned in the client configuration
+#                        its manifest key pinned in shardctl's configuration
 #
-# Volumes: /pki (CA), /out/<service> for each service, /out/client for shardctl.
+# The only thing read from a volume a service can write is the enroller's two public
+# keys, and those are read once, checked to be one PEM public key each, and written
+# from that checked copy. A pinned key that changes later is refused, not replaced.
+# Certificates with less than SHARD_RENEW_DAYS (default 7) left are issued again.
+#
 # Environment: SHARD_TRUST_DOMAIN, SHARD_NET_PREFIX (the cluster network's first three
-# octets; custodian-N is .1N, the enroller .10), SHARD_THRESHOLD.
+# octets; custodian-N is .1N), SHARD_THRESHOLD.
 set -eu
 umask 077
 
 td=${SHARD_TRUST_DOMAIN:-demo.test}
 net=${SHARD_NET_PREFIX:-10.89.47}
 threshold=${SHARD_THRESHOLD:-3}
+renew_days=${SHARD_RENEW_DAYS:-7}
 custodians="custodian-1 custodian-2 custodian-3 custodian-4"
-uid=10001
-export SHARDCTL_PKI_DIR=/pki
+root=/var/lib/shard-pki
+ca=$root/ca
+out=$root/out
+export SHARDCTL_PKI_DIR=$ca
 
 log() { echo "shard-pki: $*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+
+# put FILE MODE: stdin becomes FILE (atomically; only this step writes these volumes).
+put() {
+    cat >"$1.tmp"
+    chmod "$2" "$1.tmp"
+    mv -f "$1.tmp" "$1"
+}
 
 # install_file SRC DEST MODE: copies unless DEST already holds the same bytes.
 install_file() {
-    if ! cmp -s "$1" "$2" 2>/dev/null; then
-        cp "$1" "$2.new"
-        chmod "$3" "$2.new"
-        mv "$2.new" "$2"
-    fi
+    cmp -s "$1" "$2" 2>/dev/null || put "$2" "$3" <"$1"
 }
 
-own() { chown -R "$uid:$uid" "$1"; chmod 0700 "$1"; }
+# expiring CERT: true when CERT ends within renew_days.
+expiring() {
+    not_after=$(shardctl pki show "$1" | sed -n 's/^not after: *//p')
+    [ -n "$not_after" ] || return 0
+    [ "$(date -u -d "$not_after" +%s)" -lt $(($(date -u +%s) + renew_days * 86400)) ]
+}
 
-# issue ROLE NAME [shardctl pki issue options]: once; the files stay in /pki.
+# retire BASE: moves BASE.pem and BASE.key aside so they can be issued again.
+retire() {
+    for f in "$1.pem" "$1.key"; do
+        if [ -f "$f" ]; then mv -f "$f" "$f.old"; fi
+    done
+}
+
+# issue ROLE NAME [shardctl pki issue options]: a certificate in the CA volume, issued
+# again when missing (a key without its certificate is an interrupted run) or expiring.
 issue() {
     role=$1 name=$2
     shift 2
-    [ -f "/pki/$role-$name.pem" ] || shardctl pki issue "$role" "$name" "$@" >/dev/null
+    base=$ca/$role-$name
+    if [ ! -f "$base.pem" ] || expiring "$base.pem"; then
+        retire "$base"
+        shardctl pki issue "$role" "$name" "$@" >/dev/null
+        log "issued $role $name"
+    fi
 }
 
-# identity ROLE NAME VOLUME: the service's TLS files in its volume.
+# identity ROLE NAME DIR: the service's TLS files in its identity volume.
 identity() {
-    mkdir -p "$3/tls"
-    install_file /pki/ca.pem "$3/tls/ca.pem" 0644
-    install_file "/pki/$1-$2.pem" "$3/tls/cert.pem" 0644
-    install_file "/pki/$1-$2.key" "$3/tls/key.pem" 0600
-    own "$3"
+    install_file "$ca/ca.pem" "$3/ca.pem" 0644
+    install_file "$ca/$1-$2.pem" "$3/cert.pem" 0644
+    install_file "$ca/$1-$2.key" "$3/key.pem" 0600
 }
 
 services() {
-    if [ ! -f /pki/ca.pem ]; then
+    if [ ! -f "$ca/ca.pem" ]; then
+        retire "$ca/ca" # a key without its certificate: an interrupted first run
         shardctl pki init --trust-domain "$td" >/dev/null
         log "trust domain $td created"
     fi
     for c in $custodians; do
-        # The DNS name on the cluster network, and localhost for a published port.
+        # The DNS name on the cluster network, and localhost for the published port.
         issue custodian "$c" --dns "$c" --dns localhost --ip 127.0.0.1
-        identity custodian "$c" "/out/$c"
+        identity custodian "$c" "$out/$c"
     done
     issue enroller main --dns enroller --dns localhost --ip 127.0.0.1
-    identity enroller main /out/enroller
+    identity enroller main "$out/enroller"
 
     i=0
     {
@@ -70,59 +102,74 @@ services() {
         printf 'name = "main"\ntrust_domain = "%s"\nlisten = "0.0.0.0:7000"\n' "$td"
         printf 'health_listen = "127.0.0.1:7100"\ndatabase = "/var/lib/shard/enroller.db"\n'
         printf 'profile = "/etc/shard/enroller-token.toml"\n'
-        printf 'user_ca_cert = "/var/lib/shard/tls/user-ca.pem"\nthreshold = %s\n\n' "$threshold"
-        printf '[tls]\nca = "/var/lib/shard/tls/ca.pem"\ncert = "/var/lib/shard/tls/cert.pem"\n'
-        printf 'key = "/var/lib/shard/tls/key.pem"\n'
+        printf 'user_ca_cert = "/etc/shard/identity/user-ca.pem"\nthreshold = %s\n\n' "$threshold"
+        printf '[tls]\nca = "/etc/shard/identity/ca.pem"\ncert = "/etc/shard/identity/cert.pem"\n'
+        printf 'key = "/etc/shard/identity/key.pem"\n'
         for c in $custodians; do
             i=$((i + 1))
             printf '\n[[custodians]]\nname = "%s"\naddress = "%s.1%s:7001"\nserver_name = "%s"\n' \
                 "$c" "$net" "$i" "$c"
         done
-    } >/out/enroller/enroller.toml.gen
-    install_file /out/enroller/enroller.toml.gen /out/enroller/enroller.toml 0600
-    rm -f /out/enroller/enroller.toml.gen
-    own /out/enroller
+    } | put "$out/enroller/enroller.toml" 0644
 
-    # shardctl's home in the client volume: CA, admin identity, configuration.
-    home=/out/client
-    mkdir -p "$home/pki" "$home/.config/shardctl"
+    # shardctl's configuration, CA and admin identity (mounted at /etc/shardctl).
     issue admin ops
-    install_file /pki/ca.pem "$home/pki/ca.pem" 0644
-    install_file /pki/admin-ops.pem "$home/pki/admin-ops.pem" 0644
-    install_file /pki/admin-ops.key "$home/pki/admin-ops.key" 0600
+    install_file "$ca/ca.pem" "$out/client/ca.pem" 0644
+    install_file "$ca/admin-ops.pem" "$out/client/admin-ops.pem" 0644
+    install_file "$ca/admin-ops.key" "$out/client/admin-ops.key" 0600
     {
         printf '# Written by shard-pki (containers/pki.sh) on every start of the cluster.\n'
-        printf 'trust_domain = "%s"\nca = "/home/shard/pki/ca.pem"\n' "$td"
-        printf 'manifest_key = "/home/shard/pki/enroller-manifest.pub.pem"\n\n'
+        printf 'trust_domain = "%s"\nca = "ca.pem"\nmanifest_key = "enroller-manifest.pub.pem"\n\n' "$td"
         printf '[enroller]\naddress = "enroller:7000"\nserver_name = "enroller"\nname = "main"\n'
         for c in $custodians; do
             printf '\n[[custodians]]\nname = "%s"\naddress = "%s:7001"\nserver_name = "%s"\n' "$c" "$c" "$c"
         done
-        printf '\n[admin]\ncert = "/home/shard/pki/admin-ops.pem"\nkey = "/home/shard/pki/admin-ops.key"\n'
-    } >"$home/config.toml.gen"
-    install_file "$home/config.toml.gen" "$home/.config/shardctl/config.toml" 0644
-    rm -f "$home/config.toml.gen"
-    chown -R "$uid:$uid" "$home"
-    log "identities ready: $custodians enroller admin"
+        printf '\n[admin]\ncert = "admin-ops.pem"\nkey = "admin-ops.key"\n'
+    } | put "$out/client/config.toml" 0644
+    log "identities ready: $custodians, enroller, admin"
+}
+
+# public_key FILE: prints FILE's content if it is exactly one PEM public key. Read
+# once: what is checked is what is used, whatever FILE points at.
+public_key() {
+    [ -f "$1" ] || die "$1 is missing: has enroller init run?"
+    [ ! -L "$1" ] || die "$1 is a symbolic link; refusing it"
+    pem=$(head -c 4096 "$1")
+    case "$pem" in
+    *PRIVATE* | *"-----BEGIN"*"-----BEGIN"*) die "$1 is not a single public key" ;;
+    "-----BEGIN PUBLIC KEY-----"*"-----END PUBLIC KEY-----") printf '%s\n' "$pem" ;;
+    *) die "$1 is not a PEM public key" ;;
+    esac
+}
+
+# pin NAME CONTENT DEST: DEST keeps its first content; a different one is refused.
+pin() {
+    if [ -f "$3" ]; then
+        [ "$(cat "$3")" = "$2" ] && return 0
+        die "the enroller's $1 changed (its token was replaced?); refusing to trust the new one. \
+To start over with a new enroller: docker-compose down -v"
+    fi
+    printf '%s\n' "$2" | put "$3" 0644
 }
 
 user_ca() {
-    pub=/out/enroller/public
-    for f in enroller-user-ca.pub.pem enroller-manifest.pub.pem; do
-        [ -f "$pub/$f" ] || { log "$pub/$f is missing: enroller init has not run"; exit 1; }
-    done
-    if [ ! -f /out/enroller/tls/user-ca.pem ]; then
-        [ -f /pki/user-ca.pem ] || shardctl pki issue-user-ca --public-key "$pub/enroller-user-ca.pub.pem" >/dev/null
-        install_file /pki/user-ca.pem /out/enroller/tls/user-ca.pem 0644
+    user_ca_key=$(public_key "$root/in/enroller/enroller-user-ca.pub.pem")
+    manifest_key=$(public_key "$root/in/enroller/enroller-manifest.pub.pem")
+    pin "user-CA key" "$user_ca_key" "$ca/enroller-user-ca.pub.pem"
+    pin "manifest key" "$manifest_key" "$out/client/enroller-manifest.pub.pem"
+    if [ ! -f "$ca/user-ca.pem" ] || expiring "$ca/user-ca.pem"; then
+        if [ -f "$ca/user-ca.pem" ]; then mv -f "$ca/user-ca.pem" "$ca/user-ca.pem.old"; fi
+        shardctl pki issue-user-ca --public-key "$ca/enroller-user-ca.pub.pem" >/dev/null
         log "user CA issued for the enroller's token key"
     fi
-    own /out/enroller
-    install_file "$pub/enroller-manifest.pub.pem" /out/client/pki/enroller-manifest.pub.pem 0644
-    chown -R "$uid:$uid" /out/client
+    install_file "$ca/user-ca.pem" "$out/enroller/user-ca.pem" 0644
 }
 
 case "${1:-}" in
 services) services ;;
 user-ca) user_ca ;;
-*) echo "usage: shard-pki services|user-ca" >&2; exit 2 ;;
+*)
+    echo "usage: shard-pki services|user-ca" >&2
+    exit 2
+    ;;
 esac

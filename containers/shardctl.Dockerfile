@@ -1,43 +1,38 @@
 # The shardctl image: the client, and the compose cluster's one-shot PKI steps
-# (shard-pki). Build from the repository root:
+# (shard-pki).
 #
-#   docker build -f containers/shardctl.Dockerfile -t shard-custodians/shardctl .
-#       compiles shardctl in a Rust stage (needs the rust image from a registry)
-#   docker build -f containers/shardctl.Dockerfile --target host -t shard-custodians/shardctl .
-#       takes containers/dist/shardctl, built on a Debian bookworm host
-#       (containers/build.sh does this, for machines without a registry)
+#   docker build -f containers/shardctl.Dockerfile -t shard-custodians/shardctl \
+#       --build-arg BINARIES=shard-custodians/binaries .
 #
-# It runs as the unprivileged user `shard` whose home (/home/shard: configuration,
-# login certificate, cached manifests) is a volume in the compose file.
+# containers/build.sh does this. BINARIES names an image holding /bin/shardctl: made from
+# binaries compiled on this host (binaries-host.Dockerfile; no registry needed) or in a
+# Rust stage (binaries.Dockerfile, for machines that can pull the Rust image).
+#
+# It runs as the unprivileged user `shard`. In the compose file its configuration, CA
+# and admin identity come read-only from /etc/shardctl, and its home (/home/shard: login
+# certificate, cached manifests) is a volume.
 ARG BASE=debian:bookworm-slim
-ARG RUST_IMAGE=rust:1-bookworm
+ARG BINARIES=shard-custodians/binaries:latest
 
-FROM ${BASE} AS runtime
+FROM ${BINARIES} AS binaries
+
+FROM ${BASE}
 # shardctl needs nothing beyond the C library.
 RUN groupadd --system --gid 10001 shard \
  && useradd --system --uid 10001 --gid shard --home-dir /home/shard --shell /usr/sbin/nologin shard \
- && install -d -o shard -g shard -m 0700 /home/shard
+ && install -d -o shard -g shard -m 0700 /home/shard \
+ # Mount points of the one-shot PKI steps: volumes first mounted here belong to `shard`,
+ # so those steps need no root.
+ && install -d -o shard -g shard -m 0700 /var/lib/shard-pki /var/lib/shard-pki/ca \
+      /var/lib/shard-pki/in /var/lib/shard-pki/in/enroller /var/lib/shard-pki/out \
+      /var/lib/shard-pki/out/custodian-1 /var/lib/shard-pki/out/custodian-2 \
+      /var/lib/shard-pki/out/custodian-3 /var/lib/shard-pki/out/custodian-4 \
+      /var/lib/shard-pki/out/enroller /var/lib/shard-pki/out/client
 COPY containers/pki.sh /usr/local/bin/shard-pki
+COPY --from=binaries /bin/shardctl /usr/local/bin/shardctl
 USER shard
 WORKDIR /home/shard
 # Healthy while every service in the configuration answers with its verified identity.
 HEALTHCHECK --interval=30s --timeout=10s --retries=3 CMD ["shardctl", "status"]
 ENTRYPOINT ["shardctl"]
 CMD ["--help"]
-
-# Binaries built on the host (Debian bookworm, the same libraries as this image).
-FROM runtime AS host
-COPY containers/dist/shardctl /usr/local/bin/shardctl
-
-# Binaries built here, for machines that can pull the Rust image.
-FROM ${RUST_IMAGE} AS build
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtss2-dev pkg-config \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked -p shardctl \
- && install -m 0755 target/release/shardctl /usr/local/bin/shardctl
-
-FROM runtime AS release
-COPY --from=build /usr/local/bin/shardctl /usr/local/bin/shardctl

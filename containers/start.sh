@@ -47,8 +47,9 @@ tpm)
 esac
 
 if [ "$prog" = enroller ]; then
-    mkdir -p "$state/public"
-    set -- init --out-dir "$state/public"
+    public=${SHARD_PUBLIC_DIR:-$state/public}
+    mkdir -p "$public"
+    set -- init --out-dir "$public"
 else
     set -- init
 fi

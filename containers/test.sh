@@ -8,7 +8,8 @@
 #   3. stop one custodian container: recovery succeeds and names it
 #   4. `docker-compose down`, `up` again: every shard is still there, recovery succeeds
 #   5. partition: one custodian's container disconnected from the network; recovery
-#      succeeds and names it; reconnected, it serves again
+#      succeeds and names it, enrolling fails and keeps nothing; reconnected, it serves
+#      again
 #   6. `docker-compose down -v` (also on any failure)
 #
 # Without a Docker engine it prints SKIPPED (never "passed") and exits 0, unless
@@ -73,9 +74,11 @@ wait_healthy() {
   done
 }
 
-# shardctl in its container, with the test's work directory at /work; what
-# docker-compose and shardctl print on stderr is shown only when the command fails.
-chmod 0777 "$work"
+# shardctl in its container, with the test's work directory at /work (owned by the
+# containers' user, 0700); what docker-compose and shardctl print on stderr is shown
+# only when the command fails.
+chown 10001:10001 "$work"
+chmod 0700 "$work"
 run() {
   dc run --rm -T -v "$work:/work" "$@" 2>"$work/stderr" || {
     cat "$work/stderr" >&2
@@ -101,33 +104,35 @@ say "all five services healthy"
 status=$(sc --json status) || fail "shardctl status: $status"
 [[ $(grep -o '"answered":true' <<<"$status" | wc -l) -eq 5 ]] || fail "status: $status"
 
-say "isolation: unprivileged services, loopback-only ports, private swtpm networks"
-for s in custodian-1 custodian-3 enroller; do
-  who=$(dc exec -T "$s" sh -c 'id -u; grep ^CapEff /proc/1/status') || fail "$s: exec"
-  [[ "$who" == $'10001\nCapEff:\t0000000000000000' ]] || fail "$s runs as: $who"
+say "isolation: unprivileged services, loopback-only ports, TPMs reachable by their custodian only"
+for s in custodian-1 custodian-3 enroller swtpm-3; do
+  who=$(dc exec -T "$s" sh -c 'id -u; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/1/status') || fail "$s: exec"
+  [[ "$who" == $'10001\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1' ]] ||
+    fail "$s runs as: $who"
 done
-for s in enroller custodian-1 custodian-2 custodian-3 custodian-4; do
+# Published ports: the enroller's and each custodian's (custodian-3's and -4's are
+# published by the swtpm container that holds their network namespace), loopback only.
+for s in enroller custodian-1 custodian-2 swtpm-3 swtpm-4; do
   port=$(docker port "$(container "$s")")
   [[ -n "$port" && $(grep -vc '127.0.0.1:' <<<"$port") -eq 0 ]] || fail "$s publishes: $port"
 done
-# From the cluster network neither sidecar TPM can be reached (by name or address).
-tpm_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(container swtpm-3)")
-[[ -n "$tpm_ip" ]] || fail "swtpm-3 has no address"
-for target in swtpm-3 "$tpm_ip"; do
-  if run --entrypoint timeout shardctl 5 bash -c "exec 3<>/dev/tcp/$target/2321" 2>/dev/null; then
-    fail "swtpm-3 is reachable from the cluster network at $target"
+# connects HOST PORT: from a container on the cluster network, the path shardctl uses.
+connects() { run --entrypoint timeout shardctl 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+connects custodian-3 7001 || fail "custodian-3 unreachable: the probes below would prove nothing"
+for port in 2321 2322; do
+  if connects custodian-3 "$port"; then fail "custodian-3's TPM port $port is reachable from the cluster network"; fi
+  if timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.13/$port" 2>/dev/null; then
+    fail "custodian-3's TPM port $port is reachable from the host"
   fi
 done
-# ... while its own custodian reaches it (the same probe can succeed).
-dc exec -T custodian-3 timeout 5 bash -c 'exec 3<>/dev/tcp/swtpm-3/2322' ||
-  fail "custodian-3 cannot reach its swtpm: the probe above proves nothing"
+timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.13/7001" || fail "the host cannot reach custodian-3: the probe above proves nothing"
 say "journey: invite, register, login"
 code=$(sc --json admin invite alice | json_field code)
-umask 022
 printf '%s\n' "$code" >"$work/invitation"
 python3 -c 'import secrets; print("Ctr-" + secrets.token_urlsafe(18))' >"$work/password"
 head -c 48 /dev/urandom >"$work/brought.bin"
-chmod 0644 "$work/invitation" "$work/password" "$work/brought.bin"
+chown 10001:10001 "$work/invitation" "$work/password" "$work/brought.bin"
+chmod 0600 "$work/invitation" "$work/password" "$work/brought.bin"
 creds=(-e SHARDCTL_INVITATION_FILE=/work/invitation -e SHARDCTL_PASSWORD_FILE=/work/password)
 run "${creds[@]}" shardctl register alice >/dev/null
 run "${creds[@]}" shardctl login alice >/dev/null
@@ -187,37 +192,37 @@ recover "$generated" g3.pem >/dev/null
 cmp -s "$work/g1.pem" "$work/g3.pem" || fail "the generated key differs after the restart"
 say "after down/up: both secrets recovered from all four custodians"
 
-say "partition: custodian-3 disconnected from the cluster network"
+say "partition: custodian-1 disconnected from the cluster network"
 network="${COMPOSE_PROJECT_NAME}_cluster"
-c3=$(container custodian-3)
-docker network disconnect "$network" "$c3"
+c1=$(container custodian-1)
+docker network disconnect "$network" "$c1"
 report=$(recover "$brought" r4.bin --wait-all --deadline-ms 3000)
 check_brought r4.bin
-r=$(result_of custodian-3 <<<"$report")
-[[ "$r" == unreachable || "$r" == timeout ]] || fail "custodian-3 reported as $r: $report"
+r=$(result_of custodian-1 <<<"$report")
+[[ "$r" == unreachable || "$r" == timeout ]] || fail "custodian-1 reported as $r: $report"
 [[ $(verified_count <<<"$report") -eq 3 ]] || fail "expected 3 verified: $report"
-say "recovered from 3 across the partition; custodian-3 named: $r ($(detail_of custodian-3 <<<"$report"))"
+say "recovered from 3 across the partition; custodian-1 named: $r ($(detail_of custodian-1 <<<"$report"))"
 # Enrolling needs every custodian: it fails, names the missing one, and keeps nothing.
 if sc enroll >"$work/enroll.out" 2>&1; then
-  fail "an enrollment succeeded with custodian-3 cut off"
+  fail "an enrollment succeeded with custodian-1 cut off"
 fi
-grep -q custodian-3 "$work/enroll.out" || fail "the failed enrollment does not name custodian-3: $(cat "$work/enroll.out")"
+grep -q custodian-1 "$work/enroll.out" || fail "the failed enrollment does not name custodian-1: $(cat "$work/enroll.out")"
 listed=$(sc --json secrets)
 python3 -c 'import json,sys
 ids = sorted(s["secret_id"] for s in json.loads(sys.argv[1]))
 sys.exit(0 if ids == sorted(sys.argv[2:]) else 1)' "$listed" "$brought" "$generated" ||
   fail "after the failed enrollment alice holds: $listed"
-say "enrolling during the partition fails ($(grep -m1 custodian-3 "$work/enroll.out")) and leaves alice's two secrets only"
-docker network connect --ip "$SHARD_NET_PREFIX.13" --alias custodian-3 "$network" "$c3"
+say "enrolling during the partition fails ($(grep -m1 custodian-1 "$work/enroll.out")) and leaves alice's two secrets only"
+docker network connect --ip "$SHARD_NET_PREFIX.11" --alias custodian-1 "$network" "$c1"
 report=$(recover "$brought" r5.bin --wait-all)
-[[ $(result_of custodian-3 <<<"$report") == verified ]] || fail "custodian-3 after reconnecting: $report"
+[[ $(result_of custodian-1 <<<"$report") == verified ]] || fail "custodian-1 after reconnecting: $report"
 check_brought r5.bin
-say "reconnected: custodian-3 serves again"
+say "reconnected: custodian-1 serves again"
 
 say "shardctl on the host, through the ports published on 127.0.0.1"
 mkdir -m 0700 "$work/host"
 for f in ca.pem enroller-manifest.pub.pem; do
-  run --entrypoint cat shardctl "/home/shard/pki/$f" >"$work/host/$f"
+  run --entrypoint cat shardctl "/etc/shardctl/$f" >"$work/host/$f"
 done
 {
   printf 'trust_domain = "%s"\nca = "ca.pem"\nmanifest_key = "enroller-manifest.pub.pem"\n' "${SHARD_TRUST_DOMAIN:-demo.test}"

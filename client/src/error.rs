@@ -112,6 +112,13 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// A configured `server_name` is neither a DNS name nor an IP address.
+    BadServerName {
+        /// The service's identity.
+        service: String,
+        /// The configured name.
+        server_name: String,
+    },
     /// A service did not answer within its deadline (retry later).
     NoAnswer {
         /// "the enroller", "custodian c1".
@@ -368,6 +375,13 @@ impl fmt::Display for CliError {
                 address,
                 reason,
             } => write!(f, "cannot resolve {address} ({service}): {reason}"),
+            CliError::BadServerName {
+                service,
+                server_name,
+            } => write!(
+                f,
+                "server_name {server_name:?} of {service} is neither a DNS name nor an IP address"
+            ),
             CliError::NoAnswer {
                 service,
                 address,
@@ -581,7 +595,10 @@ impl CliError {
     /// A stable, machine-readable name for scripts (`--json`).
     pub fn code(&self) -> &'static str {
         match self {
-            CliError::NoConfig(_) | CliError::Config { .. } | CliError::NoHome(_) => "config",
+            CliError::NoConfig(_)
+            | CliError::Config { .. }
+            | CliError::NoHome(_)
+            | CliError::BadServerName { .. } => "config",
             CliError::NotLoggedIn(_) | CliError::BadLogin { .. } => "not_logged_in",
             CliError::LoginExpired { .. } => "login_expired",
             CliError::NoAnswer { .. } => "timeout",

@@ -79,10 +79,9 @@ pub fn client(
             c.expect_identity(service.id.clone())
                 .with_deadline(deadline)
         })
-        .map_err(|e| CliError::Resolve {
+        .map_err(|_| CliError::BadServerName {
             service: service.id.to_string(),
-            address: service.address.clone(),
-            reason: e.to_string(),
+            server_name: service.server_name.clone(),
         })
 }
 

@@ -242,10 +242,11 @@ async fn gather(
                 ),
             )),
             // A name that does not resolve (a stopped or cut-off container, say) is a
-            // custodian we cannot reach, not a configuration mistake.
-            Some(svc) => {
-                net::client(svc, tls.clone(), deadline).map_err(|e| ("unreachable", e.to_string()))
-            }
+            // custodian we cannot reach; a malformed server_name is a configuration mistake.
+            Some(svc) => net::client(svc, tls.clone(), deadline).map_err(|e| match e {
+                CliError::Resolve { .. } => ("unreachable", e.to_string()),
+                other => ("not_configured", other.to_string()),
+            }),
         };
         match client {
             Ok(c) => clients.push((i, c)),

@@ -149,15 +149,20 @@ fn init(
     let info = sealer
         .provision()
         .map_err(|e| format!("provisioning failed: {e}"))?;
-    open_store(cfg)?;
+    let store = open_store(cfg)?;
+    check_device(&store, &info)?;
     println!(
-        "custodian {}: device ready ({} {}, key {} version {}, {}); database {}",
+        "custodian {}: device ready ({} {}, key {} version {}, {}, device id {}); database {}",
         cfg.name,
         info.backend,
         info.device,
         info.key_label,
         info.key_version,
         info.mechanism,
+        info.device_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         cfg.database.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -169,6 +174,7 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
         .describe()
         .map_err(|e| format!("device not ready (run `custodian init`): {e}"))?;
     let store = open_store(&cfg)?;
+    check_device(&store, &info)?;
     let td = certs::TrustDomain::new(&cfg.trust_domain).map_err(|e| e.to_string())?;
     let name = shard::CustodianId::new(&cfg.name).map_err(|e| e.to_string())?;
     let me = certs::SpiffeId::new(
@@ -212,6 +218,32 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the database to the device whose keys seal its shards, and refuses a
+/// different device while shards are stored: a replaced token or a TPM whose state was
+/// lost would otherwise come up healthy with every stored shard unreadable.
+fn check_device(store: &Store, info: &hsm::DeviceInfo) -> Result<(), String> {
+    let hex = |id: &[u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let db = |e: custodian::store::StoreError| format!("database: {e}");
+    match store.bound_device().map_err(db)? {
+        Some(bound) if bound == info.device_id => Ok(()),
+        Some(bound) => {
+            let shards = store.count().map_err(db)?;
+            if shards > 0 {
+                return Err(format!(
+                    "the database holds {shards} shards sealed by device {}, but the configured \
+                     device is {} (replaced, or its state was lost): restore that device, or move \
+                     the database away to start empty",
+                    hex(&bound),
+                    hex(&info.device_id)
+                ));
+            }
+            tracing::warn!(old = %hex(&bound), new = %hex(&info.device_id), "no shards stored: database bound to the new device");
+            store.bind_device(&info.device_id).map_err(db)
+        }
+        None => store.bind_device(&info.device_id).map_err(db),
+    }
 }
 
 fn health(cfg: &Config) -> Result<ExitCode, String> {

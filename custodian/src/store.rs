@@ -45,6 +45,12 @@ const MIGRATIONS: &[&str] = &[
         prev_hash BLOB    NOT NULL,
         hash      BLOB    NOT NULL
      );",
+    // 2: the sealing device the shards belong to (its key set's device id).
+    "CREATE TABLE device (
+        one       INTEGER PRIMARY KEY CHECK (one = 1),
+        device_id BLOB    NOT NULL,
+        bound_at  INTEGER NOT NULL
+     );",
 ];
 
 /// Storage errors. None carries shard bytes.
@@ -554,6 +560,30 @@ impl Store {
         self.with_reader(|c| {
             Ok(c.query_row("SELECT count(*) FROM shards", [], |r| r.get::<_, i64>(0))? as u64)
         })
+    }
+
+    /// The device id this database's shards were sealed with, once bound.
+    pub fn bound_device(&self) -> Result<Option<[u8; 16]>, StoreError> {
+        self.with_reader(|c| {
+            let id: Option<Vec<u8>> = c
+                .query_row("SELECT device_id FROM device WHERE one = 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(id.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
+        })
+    }
+
+    /// Records `device_id` as the device this database's shards belong to (replacing
+    /// an earlier one: the caller decides when that is allowed).
+    pub fn bind_device(&self, device_id: &[u8; 16]) -> Result<(), StoreError> {
+        let w = self.writer();
+        w.conn.execute(
+            "INSERT INTO device (one, device_id, bound_at) VALUES (1, ?1, ?2)
+             ON CONFLICT (one) DO UPDATE SET device_id = excluded.device_id, bound_at = excluded.bound_at",
+            params![device_id.as_slice(), now()],
+        )?;
+        Ok(())
     }
 
     /// Checks the database answers a write (for health): an empty immediate transaction.

@@ -76,6 +76,13 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .expect("run custodian")
 }
 
+/// The device id `init` reports.
+fn device_id(out: &Output) -> String {
+    let t = text(out);
+    let at = t.find("device id ").expect("init names the device id") + "device id ".len();
+    t[at..at + 32].to_owned()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -108,11 +115,11 @@ fn init_creates_a_missing_token_once_and_never_reinitialises_it() {
     );
     assert!(text(&first).contains("version 1"), "{}", text(&first));
 
-    // Again: the token exists, so it is left alone and the sealing key stays.
+    // Again: the token exists, so it is left alone and the sealing keys stay.
     let second = f.custodian(&["init", "--create-token-so-pin-file", so]);
     assert!(second.status.success(), "{}", text(&second));
     assert!(!text(&second).contains("initialised"), "{}", text(&second));
-    assert!(text(&second).contains("version 1"), "{}", text(&second));
+    assert_eq!(device_id(&first), device_id(&second), "the key set changed");
 
     // A wrong SO PIN cannot re-initialise it either (nothing is attempted).
     std::fs::write(f.path("other.pin"), "wrong-so-pin-123\n").expect("pin");
@@ -123,7 +130,7 @@ fn init_creates_a_missing_token_once_and_never_reinitialises_it() {
         other.to_str().unwrap(),
     ]);
     assert!(third.status.success(), "{}", text(&third));
-    assert!(text(&third).contains("version 1"), "{}", text(&third));
+    assert_eq!(device_id(&first), device_id(&third), "the key set changed");
 
     for out in [&first, &second, &third] {
         let t = text(out);
@@ -181,4 +188,87 @@ fn health_answers_zero_only_while_serving() {
         "{}",
         text(&none)
     );
+}
+
+#[test]
+fn a_replaced_device_is_refused_while_shards_are_stored() {
+    let f = Fresh::new();
+    let so = f.path("so.pin");
+    let so = so.to_str().expect("utf-8 path");
+    let first = f.custodian(&["init", "--create-token-so-pin-file", so]);
+    assert!(first.status.success(), "{}", text(&first));
+
+    // One stored shard (its bytes do not matter here), then the token is lost.
+    let db = rusqlite::Connection::open(f.path("custodian.db")).expect("database");
+    db.execute(
+        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at)
+         VALUES (x'00112233445566778899aabbccddeeff', 1, 1, 'spiffe://example.test/user/alice', x'00', x'00', 1, 1, 0)",
+        [],
+    )
+    .expect("insert");
+    std::fs::remove_dir_all(f.path("tokens")).expect("remove tokens");
+    std::fs::create_dir(f.path("tokens")).expect("tokens dir");
+
+    // init makes a new token (and key set), then refuses to bind the shards to it ...
+    let again = f.custodian(&["init", "--create-token-so-pin-file", so]);
+    assert!(
+        !again.status.success(),
+        "init accepted a new device: {}",
+        text(&again)
+    );
+    assert!(
+        text(&again).contains("holds 1 shards sealed by device"),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        text(&again).contains(&device_id(&first)),
+        "{}",
+        text(&again)
+    );
+    // ... and serve refuses to start on it.
+    let serve = f.custodian(&["serve"]);
+    assert!(!serve.status.success());
+    assert!(
+        text(&serve).contains("holds 1 shards sealed by device"),
+        "{}",
+        text(&serve)
+    );
+
+    // With no shards stored, the new device is accepted.
+    db.execute("DELETE FROM shards", []).expect("delete");
+    let empty = f.custodian(&["init"]);
+    assert!(empty.status.success(), "{}", text(&empty));
+    assert_ne!(device_id(&first), device_id(&empty));
+}
+
+#[test]
+fn a_half_made_token_gets_its_user_pin() {
+    let f = Fresh::new();
+    // A token initialised by the SO whose user PIN was never set (an interrupted set-up).
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--slot-index",
+            "0",
+            "--init-token",
+            "--label",
+            "custodian",
+        ])
+        .args(["--so-pin", SO_PIN])
+        .env("SOFTHSM2_CONF", f.path("softhsm2.conf"))
+        .output()
+        .expect("pkcs11-tool (OpenSC) is installed by scripts/setup.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    let refused = f.custodian(&["init"]);
+    assert!(!refused.status.success(), "init worked without a user PIN");
+
+    let so = f.path("so.pin");
+    let fixed = f.custodian(&["init", "--create-token-so-pin-file", so.to_str().unwrap()]);
+    assert!(fixed.status.success(), "{}", text(&fixed));
+    assert!(text(&fixed).contains("initialised"), "{}", text(&fixed));
+    let again = f.custodian(&["init"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(device_id(&fixed), device_id(&again));
 }

@@ -262,14 +262,28 @@ impl Module {
 /// device that must be set up with its own tools) the error says so.
 pub fn ensure_token(profile: &Pkcs11Profile, so_pin_file: &Path) -> Result<bool, Error> {
     let module = Module::load(&profile.module)?;
-    match module.find_token(&profile.token_label) {
-        Ok(_) => return Ok(false),
+    let label = &profile.token_label;
+    match module.find_token(label) {
+        Ok(slot) => {
+            let pin_ready = module
+                .with_slot_lock(|ctx| ctx.get_token_info(slot))
+                .map_err(map_ck)?
+                .user_pin_initialized();
+            if !pin_ready {
+                // A token left half-made (initialised, user PIN not yet set): finish it.
+                let so_pin = PinSource::File(so_pin_file.to_owned()).read()?;
+                let user_pin = profile.pin.read()?;
+                set_user_pin(&module, label, &so_pin, &user_pin)?;
+                info!(token = %label, "user PIN of an existing token set");
+                return Ok(true);
+            }
+            return Ok(false);
+        }
         Err(Error::TokenNotFound(_)) => {}
         Err(e) => return Err(e),
     }
     let so_pin = PinSource::File(so_pin_file.to_owned()).read()?;
     let user_pin = profile.pin.read()?;
-    let label = &profile.token_label;
     if label.is_empty() || label.len() > 32 {
         return Err(Error::Device(format!(
             "token label {label:?} must be 1 to 32 bytes"
@@ -289,18 +303,23 @@ pub fn ensure_token(profile: &Pkcs11Profile, so_pin_file: &Path) -> Result<bool,
         ctx.init_token(free, &AuthPin::new(so_pin.as_str().into()), label)
             .map_err(map_ck)
     })?;
-    // SoftHSM moves the new token to another slot number: find it again by label.
+    set_user_pin(&module, label, &so_pin, &user_pin)?;
+    info!(token = %label, "token initialised");
+    Ok(true)
+}
+
+/// Logs in to the token labelled `label` as security officer and sets the user PIN.
+fn set_user_pin(module: &Module, label: &str, so_pin: &str, user_pin: &str) -> Result<(), Error> {
+    // Found by label every time: SoftHSM moves a new token to another slot number.
     let slot = module.find_token(label)?;
     let session = module.open_session(slot, true)?;
     session
-        .login(UserType::So, Some(&AuthPin::new(so_pin.as_str().into())))
+        .login(UserType::So, Some(&AuthPin::new(so_pin.into())))
         .map_err(map_ck)?;
     session
-        .init_pin(&AuthPin::new(user_pin.as_str().into()))
+        .init_pin(&AuthPin::new(user_pin.into()))
         .map_err(map_ck)?;
-    session.logout().map_err(map_ck)?;
-    info!(token = %label, "token initialised");
-    Ok(true)
+    session.logout().map_err(map_ck)
 }
 
 /// Logs `session` in as the normal user unless the process already is.
