@@ -65,7 +65,7 @@ fi
 if ! command -v debootstrap >/dev/null; then
   log "installing debootstrap"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
 work="$(mktemp -d /var/tmp/shard-base.XXXXXX)"

@@ -10,9 +10,10 @@
 #   shard-pki user-ca    after `enroller init`: the enroller's user CA certificate, and
 #                        its manifest key pinned in shardctl's configuration
 #
-# The only thing read from a volume a service can write is the enroller's two public
-# keys, and those are read once, checked to be one PEM public key each, and written
-# from that checked copy. A pinned key that changes later is refused, not replaced.
+# The only thing read from a volume a service writes is the enroller's two public keys
+# (enroller-init writes them; the serving enroller mounts them read-only). Each is read
+# once, checked to be one PEM P-256 public key, and written from that checked copy. A
+# pinned key that changes later is refused, not replaced.
 # Certificates with less than SHARD_RENEW_DAYS (default 7) left are issued again.
 #
 # Environment: SHARD_TRUST_DOMAIN, SHARD_NET_PREFIX (the cluster network's first three
@@ -50,9 +51,11 @@ install_file() {
 
 # expiring CERT: true when CERT ends within renew_days.
 expiring() {
-    not_after=$(shardctl pki show "$1" | sed -n 's/^not after: *//p')
-    [ -n "$not_after" ] || return 0
-    [ "$(date -u -d "$not_after" +%s)" -lt $(($(date -u +%s) + renew_days * 86400)) ]
+    summary=$(shardctl pki show "$1") || die "cannot read $1"
+    not_after=$(printf '%s\n' "$summary" | sed -n 's/^not after: *//p')
+    ends=$(date -u -d "$not_after" +%s) || die "$1: cannot read its end of validity ($not_after)"
+    case "$ends" in '' | *[!0-9]*) die "$1: cannot read its end of validity ($not_after)" ;; esac
+    [ "$ends" -lt $(($(date -u +%s) + renew_days * 86400)) ]
 }
 
 # retire BASE: moves BASE.pem and BASE.key aside so they can be issued again.
@@ -129,17 +132,24 @@ services() {
     log "identities ready: $custodians, enroller, admin"
 }
 
-# public_key FILE: prints FILE's content if it is exactly one PEM public key. Read
-# once: what is checked is what is used, whatever FILE points at.
+# public_key FILE: prints FILE's content if it is exactly one PEM P-256 public key
+# (SubjectPublicKeyInfo, 91 bytes). Read once, without following a symbolic link or
+# waiting on a FIFO: what is checked is what is used.
 public_key() {
-    [ -f "$1" ] || die "$1 is missing: has enroller init run?"
-    [ ! -L "$1" ] || die "$1 is a symbolic link; refusing it"
-    pem=$(head -c 4096 "$1")
-    case "$pem" in
-    *PRIVATE* | *"-----BEGIN"*"-----BEGIN"*) die "$1 is not a single public key" ;;
-    "-----BEGIN PUBLIC KEY-----"*"-----END PUBLIC KEY-----") printf '%s\n' "$pem" ;;
-    *) die "$1 is not a PEM public key" ;;
-    esac
+    [ -e "$1" ] || die "$1 is missing: has enroller init run?"
+    [ -f "$1" ] && [ ! -L "$1" ] || die "$1 is not a regular file; refusing it"
+    pem=$(dd if="$1" bs=4097 count=1 iflag=nofollow,nonblock status=none) || die "cannot read $1"
+    [ "${#pem}" -le 4096 ] || die "$1 is too large for a public key"
+    body=$(printf '%s\n' "$pem" | sed -e '1{/^-----BEGIN PUBLIC KEY-----$/d}' -e '${/^-----END PUBLIC KEY-----$/d}')
+    lines=$(printf '%s\n' "$pem" | wc -l)
+    [ "$(printf '%s\n' "$pem" | head -n 1)" = "-----BEGIN PUBLIC KEY-----" ] &&
+        [ "$(printf '%s\n' "$pem" | tail -n 1)" = "-----END PUBLIC KEY-----" ] &&
+        [ "$(printf '%s\n' "$body" | wc -l)" -eq $((lines - 2)) ] ||
+        die "$1 is not a PEM public key"
+    case "$body" in *[!A-Za-z0-9+/=$IFS]*) die "$1 is not a PEM public key" ;; esac
+    der_len=$(printf '%s\n' "$body" | base64 -d 2>/dev/null | wc -c) || die "$1 is not a PEM public key"
+    [ "$der_len" -eq 91 ] || die "$1 is not a P-256 public key"
+    printf '%s\n' "$pem"
 }
 
 # pin NAME CONTENT DEST: DEST keeps its first content; a different one is refused.
@@ -147,7 +157,9 @@ pin() {
     if [ -f "$3" ]; then
         [ "$(cat "$3")" = "$2" ] && return 0
         die "the enroller's $1 changed (its token was replaced?); refusing to trust the new one. \
-To start over with a new enroller: docker-compose down -v"
+If the replacement is intended, check the new key and remove the pinned copy ($4) so the \
+next start pins it; or start a new cluster with docker-compose down -v, which deletes \
+every shard."
     fi
     printf '%s\n' "$2" | put "$3" 0644
 }
@@ -155,8 +167,10 @@ To start over with a new enroller: docker-compose down -v"
 user_ca() {
     user_ca_key=$(public_key "$root/in/enroller/enroller-user-ca.pub.pem")
     manifest_key=$(public_key "$root/in/enroller/enroller-manifest.pub.pem")
-    pin "user-CA key" "$user_ca_key" "$ca/enroller-user-ca.pub.pem"
-    pin "manifest key" "$manifest_key" "$out/client/enroller-manifest.pub.pem"
+    pin "user-CA key" "$user_ca_key" "$ca/enroller-user-ca.pub.pem" \
+        "enroller-user-ca.pub.pem in the ca volume"
+    pin "manifest key" "$manifest_key" "$out/client/enroller-manifest.pub.pem" \
+        "enroller-manifest.pub.pem in the identity-client volume"
     if [ ! -f "$ca/user-ca.pem" ] || expiring "$ca/user-ca.pem"; then
         if [ -f "$ca/user-ca.pem" ]; then mv -f "$ca/user-ca.pem" "$ca/user-ca.pem.old"; fi
         shardctl pki issue-user-ca --public-key "$ca/enroller-user-ca.pub.pem" >/dev/null

@@ -104,11 +104,19 @@ say "all five services healthy"
 status=$(sc --json status) || fail "shardctl status: $status"
 [[ $(grep -o '"answered":true' <<<"$status" | wc -l) -eq 5 ]] || fail "status: $status"
 
-say "isolation: unprivileged services, loopback-only ports, TPMs reachable by their custodian only"
-for s in custodian-1 custodian-3 enroller swtpm-3; do
+say "isolation: unprivileged containers, loopback-only ports, TPMs reachable by their custodian only"
+for s in custodian-1 custodian-3 enroller swtpm-3 swtpm-4; do
   who=$(dc exec -T "$s" sh -c 'id -u; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/1/status') || fail "$s: exec"
   [[ "$who" == $'10001\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1' ]] ||
     fail "$s runs as: $who"
+done
+# The one-shot steps have exited: their configuration says the same, with no network.
+for s in pki user-ca enroller-init; do
+  id=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter "label=com.docker.compose.service=$s" | head -n 1)
+  [[ -n "$id" ]] || fail "no $s container"
+  conf=$(docker inspect -f '{{.Config.User}} {{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}} {{.HostConfig.NetworkMode}} {{.HostConfig.SecurityOpt}} {{.HostConfig.ReadonlyRootfs}} {{.State.ExitCode}}' "$id")
+  [[ "$conf" == "shard [ALL] [] none [no-new-privileges:true] true 0" ]] || fail "$s ran with: $conf"
 done
 # Published ports: the enroller's and each custodian's (custodian-3's and -4's are
 # published by the swtpm container that holds their network namespace), loopback only.
@@ -118,14 +126,17 @@ for s in enroller custodian-1 custodian-2 swtpm-3 swtpm-4; do
 done
 # connects HOST PORT: from a container on the cluster network, the path shardctl uses.
 connects() { run --entrypoint timeout shardctl 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
-connects custodian-3 7001 || fail "custodian-3 unreachable: the probes below would prove nothing"
-for port in 2321 2322; do
-  if connects custodian-3 "$port"; then fail "custodian-3's TPM port $port is reachable from the cluster network"; fi
-  if timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.13/$port" 2>/dev/null; then
-    fail "custodian-3's TPM port $port is reachable from the host"
-  fi
+for n in 3 4; do
+  connects "custodian-$n" 7001 || fail "custodian-$n unreachable: the probes below would prove nothing"
+  timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.1$n/7001" ||
+    fail "the host cannot reach custodian-$n: the probes below would prove nothing"
+  for port in 2321 2322; do
+    if connects "custodian-$n" "$port"; then fail "custodian-$n's TPM port $port is reachable from the cluster network"; fi
+    if timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.1$n/$port" 2>/dev/null; then
+      fail "custodian-$n's TPM port $port is reachable from the host"
+    fi
+  done
 done
-timeout 5 bash -c "exec 3<>/dev/tcp/$SHARD_NET_PREFIX.13/7001" || fail "the host cannot reach custodian-3: the probe above proves nothing"
 say "journey: invite, register, login"
 code=$(sc --json admin invite alice | json_field code)
 printf '%s\n' "$code" >"$work/invitation"
@@ -163,6 +174,30 @@ pub = subprocess.run(["openssl", "pkey", "-in", sys.argv[1], "-pubout"], capture
 sys.exit(0 if pub.strip() == open(sys.argv[2]).read().strip() else 1)
 PY
 say "both secrets recovered from all four custodians; bytes and public key match"
+
+say "certificates renewed while serving; a changed enroller key is refused, not pinned"
+before=$(dc exec -T custodian-1 cat /etc/shard/identity/cert.pem | sha256sum)
+dc run --rm --no-deps -e SHARD_RENEW_DAYS=400 pki services >/dev/null 2>"$work/stderr" ||
+  { cat "$work/stderr" >&2; fail "renewing"; }
+after=$(dc exec -T custodian-1 cat /etc/shard/identity/cert.pem | sha256sum)
+[[ "$before" != "$after" ]] || fail "custodian-1's certificate was not renewed"
+sleep 7 # the services look at their certificate files every 5 s
+status=$(sc --json status) || fail "status after renewal: $status"
+[[ $(grep -o '"answered":true' <<<"$status" | wc -l) -eq 5 ]] || fail "after renewal: $status"
+public="${COMPOSE_PROJECT_NAME}_enroller-public"
+key_file=/p/enroller-manifest.pub.pem
+keep=$(docker run --rm --user 10001 -v "$public:/p" --entrypoint cat "shard-custodians/shardctl:$SHARD_TAG" "$key_file")
+openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl ec -pubout 2>/dev/null >"$work/other.pub.pem"
+chmod 0644 "$work/other.pub.pem"
+put_key() {
+  docker run --rm -i --user 10001 -v "$public:/p" --entrypoint sh "shard-custodians/shardctl:$SHARD_TAG" \
+    -c "cat >$key_file"
+}
+put_key <"$work/other.pub.pem"
+if dc run --rm --no-deps user-ca >/dev/null 2>"$work/stderr"; then fail "user-ca accepted a changed manifest key"; fi
+grep -q "manifest key changed" "$work/stderr" || fail "user-ca refused without saying why: $(cat "$work/stderr")"
+printf '%s\n' "$keep" | put_key
+dc run --rm --no-deps user-ca >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; fail "user-ca with the pinned key"; }
 
 say "one custodian stopped (custodian-2)"
 dc stop custodian-2 >/dev/null 2>&1

@@ -242,7 +242,21 @@ fn check_device(store: &Store, info: &hsm::DeviceInfo) -> Result<(), String> {
             tracing::warn!(old = %hex(&bound), new = %hex(&info.device_id), "no shards stored: database bound to the new device");
             store.bind_device(&info.device_id).map_err(db)
         }
-        None => store.bind_device(&info.device_id).map_err(db),
+        // A database from before devices were recorded: bind it only when every stored
+        // blob names this device.
+        None => {
+            let ids = store.stored_device_ids().map_err(db)?;
+            if let Some(other) = ids.iter().find(|id| **id != info.device_id) {
+                return Err(format!(
+                    "the database holds shards sealed by device {}, but the configured device \
+                     is {} (replaced, or its state was lost): restore that device, or move the \
+                     database away to start empty",
+                    hex(other),
+                    hex(&info.device_id)
+                ));
+            }
+            store.bind_device(&info.device_id).map_err(db)
+        }
     }
 }
 

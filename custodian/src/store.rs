@@ -291,8 +291,12 @@ impl Store {
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(m)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            // Read again under the write lock: another process may have migrated meanwhile.
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now <= i as i64 {
+                tx.execute_batch(m)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            }
             tx.commit()?;
         }
         let head: Option<(i64, Vec<u8>)> = conn
@@ -571,6 +575,25 @@ impl Store {
                 })
                 .optional()?;
             Ok(id.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
+        })
+    }
+
+    /// The device ids named in the headers of the stored blobs (for binding a database
+    /// written before devices were recorded). A blob whose header does not decode is
+    /// reported as the all-zero id, which matches no device.
+    pub fn stored_device_ids(&self) -> Result<std::collections::BTreeSet<[u8; 16]>, StoreError> {
+        self.with_reader(|c| {
+            let mut ids = std::collections::BTreeSet::new();
+            let mut stmt = c.prepare("SELECT substr(blob, 1, ?1) FROM shards")?;
+            let mut rows = stmt.query(params![hsm::blob::HEADER_LEN as i64])?;
+            while let Some(row) = rows.next()? {
+                let head: Vec<u8> = row.get(0)?;
+                let id = hsm::BlobHeader::decode(&head)
+                    .map(|(h, _)| h.device_id)
+                    .unwrap_or([0; 16]);
+                ids.insert(id);
+            }
+            Ok(ids)
         })
     }
 

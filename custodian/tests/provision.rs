@@ -235,6 +235,21 @@ fn a_replaced_device_is_refused_while_shards_are_stored() {
         text(&serve)
     );
 
+    // A database from before devices were recorded is bound only when its blobs name
+    // the device (this fake blob names none).
+    db.execute("DELETE FROM device", [])
+        .expect("forget the binding");
+    let legacy = f.custodian(&["init"]);
+    assert!(
+        !legacy.status.success(),
+        "a legacy database was bound to a foreign device"
+    );
+    assert!(
+        text(&legacy).contains("holds shards sealed by device"),
+        "{}",
+        text(&legacy)
+    );
+
     // With no shards stored, the new device is accepted.
     db.execute("DELETE FROM shards", []).expect("delete");
     let empty = f.custodian(&["init"]);
