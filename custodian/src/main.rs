@@ -261,12 +261,7 @@ fn check_device(store: &Store, info: &hsm::DeviceInfo) -> Result<(), String> {
 }
 
 fn health(cfg: &Config) -> Result<ExitCode, String> {
-    let addr = cfg
-        .health_listen
-        .ok_or("health_listen is not configured: there is no health port to ask")?;
-    let body =
-        svc::probe::probe(addr, "/health", Duration::from_secs(3)).map_err(|e| e.to_string())?;
-    println!("{body}");
+    println!("{}", svc::probe::ask(cfg.health_listen)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,6 +63,14 @@ pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, 
     Ok(body.trim().to_owned())
 }
 
+/// The `health` subcommand both services share: asks the configured loopback health
+/// port (`health_listen`) for `/health` and returns the answer's body.
+pub fn ask(health_listen: Option<SocketAddr>) -> Result<String, String> {
+    let addr =
+        health_listen.ok_or("health_listen is not configured: there is no health port to ask")?;
+    probe(addr, "/health", Duration::from_secs(3)).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
