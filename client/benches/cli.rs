@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use custodian::client::{CustodianClient, Method};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use mtls::{Client, Method};
 use p256::pkcs8::{DecodePublicKey, EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
 
@@ -79,9 +79,9 @@ fn main() {
     .unwrap();
     let enroller_node = w.cluster.enroller.as_ref().unwrap();
     let enroller = |tls: &Arc<certs::rustls::ClientConfig>| {
-        CustodianClient::new(enroller_node.addr, "127.0.0.10", tls.clone()).unwrap()
+        Client::new(enroller_node.addr, "127.0.0.10", tls.clone()).unwrap()
     };
-    let custodians = |tls: &Arc<certs::rustls::ClientConfig>| -> Vec<(String, CustodianClient)> {
+    let custodians = |tls: &Arc<certs::rustls::ClientConfig>| -> Vec<(String, Client)> {
         (0..w.cluster.nodes.len())
             .map(|i| {
                 (
@@ -118,10 +118,7 @@ fn main() {
 }
 
 /// POST /v1/enroll and verify the manifest, as `shardctl enroll` does.
-async fn enroll_in_process(
-    enroller: &CustodianClient,
-    key: &p256::ecdsa::VerifyingKey,
-) -> shard::Manifest {
+async fn enroll_in_process(enroller: &Client, key: &p256::ecdsa::VerifyingKey) -> shard::Manifest {
     let body = serde_json::to_vec(&json!({"kind": "p256"})).unwrap();
     let (status, bytes) = enroller
         .request(Method::POST, "/v1/enroll", Some(body))
@@ -137,7 +134,7 @@ async fn enroll_in_process(
 }
 
 /// Ask all custodians at once, stop at `t` good shards, combine, encode the key.
-async fn recover_in_process(custodians: &[(String, CustodianClient)], manifest: &shard::Manifest) {
+async fn recover_in_process(custodians: &[(String, Client)], manifest: &shard::Manifest) {
     let mut pending: FuturesUnordered<_> = custodians
         .iter()
         .map(|(name, c)| async move {

@@ -3,9 +3,8 @@
 use std::io::IsTerminal;
 
 use certs::Name;
-use custodian::client::Method;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
+use wire::enroller::{Login as LoginRequest, LoginResponse, Register, RegisterResponse};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -13,36 +12,6 @@ use crate::error::CliError;
 use crate::net::{self, Caller, Failure};
 use crate::session::{self, Login};
 use crate::{prompt, Ctx, Report};
-
-#[derive(Serialize)]
-struct RegisterRequest<'a> {
-    name: &'a str,
-    invitation: &'a str,
-    password: &'a str,
-    totp: bool,
-}
-
-#[derive(Deserialize)]
-struct RegisterResponse {
-    name: String,
-    totp_uri: Option<String>,
-}
-
-#[derive(Serialize)]
-struct LoginRequest<'a> {
-    name: &'a str,
-    password: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    totp_code: Option<&'a str>,
-    csr: &'a str,
-}
-
-#[derive(Deserialize)]
-struct LoginResponse {
-    certificate: String,
-    not_after: i64,
-    identity: String,
-}
 
 /// `shardctl register NAME [--totp]`.
 pub fn register(ctx: &Ctx, name: &str, totp: bool) -> Result<Report, CliError> {
@@ -52,41 +21,36 @@ pub fn register(ctx: &Ctx, name: &str, totp: bool) -> Result<Report, CliError> {
     let password = prompt::read(prompt::PASSWORD, true)?;
     let tls = net::tls(&config, &Caller::Anonymous)?;
     let enroller = net::client(&config.enroller, tls, net::ENROLLER_DEADLINE)?;
-    let request = RegisterRequest {
-        name: name.as_str(),
-        invitation: invitation.trim(),
-        password: &password,
+    let request = Register {
+        name: name.as_str().to_owned(),
+        invitation: Zeroizing::new(invitation.trim().to_owned()),
+        password: Zeroizing::new(password.to_string()),
         totp,
     };
     let answer: RegisterResponse = ctx
-        .block_on(net::call(
-            &enroller,
-            Method::POST,
-            "/v1/register",
-            Some(&request),
-        ))?
+        .block_on(net::call(&enroller, &request))?
         .map_err(|f| register_error(&config, name.as_str(), f))?;
     if ctx.json {
         return Ok(Report::json(&json!({
             "name": answer.name,
             "identity": format!("spiffe://{}/user/{}", config.trust_domain, answer.name),
-            "totp_uri": answer.totp_uri,
+            "totp_uri": answer.totp_uri.as_deref(),
         })));
     }
     let mut text = format!(
         "registered {} in {}; next: `shardctl login {}`\n",
         answer.name, config.trust_domain, answer.name
     );
-    if let Some(uri) = answer.totp_uri {
+    if let Some(uri) = &answer.totp_uri {
         text.push_str(
             "\nAdd this second factor to your authenticator app now; it is shown only once:\n",
         );
         if std::io::stdout().is_terminal() {
-            if let Some(qr) = qr_text(&uri) {
+            if let Some(qr) = qr_text(uri) {
                 text.push_str(&qr);
             }
         }
-        text.push_str(&format!("  {uri}\n"));
+        text.push_str(&format!("  {}\n", uri.as_str()));
     }
     Ok(Report::new(text))
 }
@@ -105,38 +69,21 @@ fn qr_text(uri: &str) -> Option<String> {
 }
 
 fn register_error(config: &Config, name: &str, f: Failure) -> CliError {
+    refusal_error(config, &crate::reasons::Site::Register { name }, f)
+}
+
+/// A refusal that has words of its own at `site`, else the generic failure.
+fn refusal_error(config: &Config, site: &crate::reasons::Site<'_>, f: Failure) -> CliError {
     let Failure::Refused { reason, .. } = &f else {
         return net::failure_error(config, &config.enroller, None, f);
     };
-    let hint = match reason.as_str() {
-        "invitation_unknown" => format!(
-            "the invitation code is not valid for {name}; check it, or ask an administrator \
-             for a new one (`shardctl admin invite {name}`)"
-        ),
-        "invitation_expired" => format!(
-            "the invitation for {name} has expired; ask an administrator for a new one \
-             (`shardctl admin invite {name}`)"
-        ),
-        "invitation_used" => format!(
-            "the invitation for {name} was already used; if that was you, run \
-             `shardctl login {name}`, else ask an administrator for a new one"
-        ),
-        "user_exists" => format!("{name} is already registered; run `shardctl login {name}`"),
-        "password_too_short" => "the password is too short; use at least 12 characters".into(),
-        "password_too_long" => "the password is too long; use at most 256 characters".into(),
-        "password_contains_name" => {
-            "the password contains the user name; choose another one".into()
-        }
-        "password_guessable" => {
-            "the password is too easy to guess; choose a longer, less regular one".into()
-        }
-        "invalid_name" => format!("{name:?} is not a valid user name"),
-        _ => return net::failure_error(config, &config.enroller, None, f),
-    };
-    CliError::Refused {
-        service: "the enroller".into(),
-        reason: reason.clone(),
-        hint: Some(hint),
+    match crate::reasons::hint(*reason, site) {
+        Some(hint) => CliError::Refused {
+            service: "the enroller".into(),
+            reason: reason.to_string(),
+            hint: Some(hint),
+        },
+        None => net::failure_error(config, &config.enroller, None, f),
     }
 }
 
@@ -164,20 +111,17 @@ pub fn login(ctx: &Ctx, name: &str) -> Result<Report, CliError> {
         .map(|c| Zeroizing::new(c.trim().to_owned()));
     let answer: LoginResponse = loop {
         let request = LoginRequest {
-            name: name.as_str(),
-            password: &password,
-            totp_code: code.as_deref().map(String::as_str),
-            csr: &csr,
+            name: name.as_str().to_owned(),
+            password: Zeroizing::new(password.to_string()),
+            totp_code: code.clone(),
+            csr: csr.to_string(),
         };
-        let result = ctx.block_on(net::call(
-            &enroller,
-            Method::POST,
-            "/v1/login",
-            Some(&request),
-        ))?;
+        let result = ctx.block_on(net::call(&enroller, &request))?;
         match result {
             Ok(a) => break a,
-            Err(Failure::Refused { reason, .. }) if reason == "totp_required" && code.is_none() => {
+            Err(Failure::Refused { reason, .. })
+                if reason == wire::Reason::TotpRequired && code.is_none() =>
+            {
                 code = Some(prompt::totp_code()?);
             }
             Err(f) => return Err(login_error(&config, name.as_str(), f)),
@@ -226,38 +170,5 @@ pub fn login(ctx: &Ctx, name: &str) -> Result<Report, CliError> {
 }
 
 fn login_error(config: &Config, name: &str, f: Failure) -> CliError {
-    let Failure::Refused { reason, .. } = &f else {
-        return net::failure_error(config, &config.enroller, None, f);
-    };
-    let hint = match reason.as_str() {
-        "invalid_credentials" => format!(
-            "wrong user name or password for {name}; try again (repeated failures lock the account)"
-        ),
-        "account_locked" => format!(
-            "the account {name} is locked after too many failed logins; ask an administrator \
-             to run `shardctl admin unlock {name}`"
-        ),
-        "retry_later" => "too many failed logins; wait a minute before trying again".into(),
-        "too_many_failures_from_source" => {
-            "too many failed logins from this address; wait a while before trying again".into()
-        }
-        "totp_required" => format!(
-            "{name} has a second factor: give the current code from your authenticator app \
-             (on the terminal, or in {})",
-            prompt::TOTP_CODE
-        ),
-        "invalid_totp" => "the TOTP code is wrong; check your authenticator's clock and try \
-                           again with the current code"
-            .into(),
-        "totp_replayed" => {
-            "that TOTP code was already used; wait for the next one and try again".into()
-        }
-        "invalid_name" => format!("{name:?} is not a valid user name"),
-        _ => return net::failure_error(config, &config.enroller, None, f),
-    };
-    CliError::Refused {
-        service: "the enroller".into(),
-        reason: reason.clone(),
-        hint: Some(hint),
-    }
+    refusal_error(config, &crate::reasons::Site::Login { name }, f)
 }

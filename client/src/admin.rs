@@ -4,38 +4,16 @@
 use std::path::PathBuf;
 
 use certs::Name;
-use custodian::client::Method;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
+use wire::enroller::{Invite, InviteResponse, Unlock, UserInfo, Users};
 
 use crate::cli::{AdminCommand, AdminCredentials};
 use crate::config::Config;
 use crate::error::CliError;
 use crate::net::{self, Caller, Failure};
+use crate::reasons::Site;
 use crate::session::rfc3339_unix;
 use crate::{Ctx, Report};
-
-#[derive(Serialize)]
-struct InviteRequest<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ttl_seconds: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct InviteResponse {
-    name: String,
-    code: String,
-    expires_at: i64,
-}
-
-#[derive(Deserialize, Serialize)]
-struct UserInfo {
-    name: String,
-    locked: bool,
-    failures: i64,
-    totp: bool,
-}
 
 /// Runs one `admin` subcommand.
 pub fn run(ctx: &Ctx, command: AdminCommand) -> Result<Report, CliError> {
@@ -51,10 +29,7 @@ pub fn run(ctx: &Ctx, command: AdminCommand) -> Result<Report, CliError> {
 }
 
 /// The admin client for the enroller.
-fn enroller(
-    config: &Config,
-    credentials: &AdminCredentials,
-) -> Result<custodian::client::CustodianClient, CliError> {
+fn enroller(config: &Config, credentials: &AdminCredentials) -> Result<mtls::Client, CliError> {
     let (cert, key): (PathBuf, PathBuf) = match (&credentials.admin_cert, &credentials.admin_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         (None, None) => config
@@ -87,23 +62,18 @@ fn invite(
     }
     let config = ctx.config()?;
     let client = enroller(&config, credentials)?;
-    let request = InviteRequest {
-        name: name.as_str(),
+    let request = Invite {
+        name: name.as_str().to_owned(),
         ttl_seconds: ttl_hours.map(|h| i64::from(h) * 3600),
     };
     let answer: InviteResponse = ctx
-        .block_on(net::call(
-            &client,
-            Method::POST,
-            "/v1/admin/invitations",
-            Some(&request),
-        ))?
+        .block_on(net::call(&client, &request))?
         .map_err(|f| admin_error(&config, f))?;
     let expires = rfc3339_unix(answer.expires_at);
     if ctx.json {
         return Ok(Report::json(&json!({
             "name": answer.name,
-            "code": answer.code,
+            "code": answer.code.as_str(),
             "expires_at": expires,
             "expires_at_unix": answer.expires_at,
         })));
@@ -111,7 +81,10 @@ fn invite(
     Ok(Report::new(format!(
         "invitation for {} (one use, until {expires}):\n  {}\nGive the code to {} over a \
          trusted channel; they run `shardctl register {}`.\n",
-        answer.name, answer.code, answer.name, answer.name
+        answer.name,
+        answer.code.as_str(),
+        answer.name,
+        answer.name
     )))
 }
 
@@ -119,22 +92,17 @@ fn unlock(ctx: &Ctx, name: &str, credentials: &AdminCredentials) -> Result<Repor
     let name = Name::new(name).map_err(CliError::InvalidArgument)?;
     let config = ctx.config()?;
     let client = enroller(&config, credentials)?;
-    let path = format!("/v1/admin/users/{name}/unlock");
-    ctx.block_on(net::call::<serde_json::Value>(
-        &client,
-        Method::POST,
-        &path,
-        None::<&()>,
-    ))?
-    .map_err(|f| match &f {
-        Failure::Refused { reason, .. } if reason == "no_such_user" => CliError::Refused {
-            service: "the enroller".into(),
-            reason: reason.clone(),
-            hint: Some(format!(
-                "there is no user {name}; see `shardctl admin users`"
-            )),
-        },
-        _ => admin_error(&config, f),
+    let request = Unlock {
+        name: name.as_str().to_owned(),
+    };
+    ctx.block_on(net::call(&client, &request))?.map_err(|f| {
+        admin_error_at(
+            &config,
+            &Site::Unlock {
+                name: name.as_str(),
+            },
+            f,
+        )
     })?;
     if ctx.json {
         return Ok(Report::json(
@@ -150,12 +118,7 @@ fn users(ctx: &Ctx, credentials: &AdminCredentials) -> Result<Report, CliError> 
     let config = ctx.config()?;
     let client = enroller(&config, credentials)?;
     let list: Vec<UserInfo> = ctx
-        .block_on(net::call(
-            &client,
-            Method::GET,
-            "/v1/admin/users",
-            None::<&()>,
-        ))?
+        .block_on(net::call(&client, &Users))?
         .map_err(|f| admin_error(&config, f))?;
     if ctx.json {
         return Ok(Report::json(&list));
@@ -183,20 +146,34 @@ fn users(ctx: &Ctx, credentials: &AdminCredentials) -> Result<Report, CliError> 
 }
 
 fn admin_error(config: &Config, f: Failure) -> CliError {
-    match &f {
-        Failure::Refused { reason, .. }
-            if reason == "role_not_allowed" || reason == "client_certificate_required" =>
-        {
-            CliError::Refused {
-                service: "the enroller".into(),
-                reason: reason.clone(),
-                hint: Some(format!(
-                    "this needs an admin certificate (`shardctl pki issue admin <name>`), named \
-                     under [admin] in {} or with --admin-cert and --admin-key",
-                    config.path.display()
-                )),
-            }
-        }
-        _ => net::failure_error(config, &config.enroller, None, f),
+    admin_error_at(
+        config,
+        &Site::Admin {
+            config: &config.path,
+        },
+        f,
+    )
+}
+
+fn admin_error_at(config: &Config, site: &Site<'_>, f: Failure) -> CliError {
+    let Failure::Refused { reason, .. } = &f else {
+        return net::failure_error(config, &config.enroller, None, f);
+    };
+    // An unlock refused for the admin's certificate gets the admin's words.
+    let hint = crate::reasons::hint(*reason, site).or_else(|| {
+        crate::reasons::hint(
+            *reason,
+            &Site::Admin {
+                config: &config.path,
+            },
+        )
+    });
+    match hint {
+        Some(hint) => CliError::Refused {
+            service: "the enroller".into(),
+            reason: reason.to_string(),
+            hint: Some(hint),
+        },
+        None => net::failure_error(config, &config.enroller, None, f),
     }
 }

@@ -15,6 +15,7 @@ mod manifests;
 mod net;
 mod pki;
 mod prompt;
+mod reasons;
 mod recover;
 mod secrets;
 mod session;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::rustls::ClientConfig;
-use custodian::client::{ClientError, CustodianClient, Method};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use mtls::{Client, Error as ClientError};
+use wire::{CustodianFailure, Reason, Request};
 
 use crate::config::{Config, Service};
 use crate::error::CliError;
@@ -68,13 +67,13 @@ pub fn client(
     service: &Service,
     tls: Arc<ClientConfig>,
     deadline: Duration,
-) -> Result<CustodianClient, CliError> {
+) -> Result<Client, CliError> {
     let addr = resolve(&service.address).map_err(|reason| CliError::Resolve {
         service: service.id.to_string(),
         address: service.address.clone(),
         reason,
     })?;
-    CustodianClient::new(addr, &service.server_name, tls)
+    Client::new(addr, &service.server_name, tls)
         .map(|c| {
             c.expect_identity(service.id.clone())
                 .with_deadline(deadline)
@@ -103,7 +102,7 @@ pub enum Failure {
         /// HTTP status.
         status: u16,
         /// Its machine-readable reason.
-        reason: String,
+        reason: Reason,
         /// Per-custodian failures of an enrollment.
         custodians: Vec<CustodianFailure>,
     },
@@ -111,60 +110,23 @@ pub enum Failure {
     Unreadable(String),
 }
 
-/// One custodian's failure, as the enroller reports it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CustodianFailure {
-    /// Custodian name.
-    pub name: String,
-    /// What went wrong there.
-    pub reason: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    reason: String,
-    #[serde(default)]
-    custodians: Option<Vec<CustodianFailure>>,
-}
-
-/// Sends `body` (JSON) and parses the JSON answer.
-pub async fn call<T: DeserializeOwned>(
-    client: &CustodianClient,
-    method: Method,
-    path: &str,
-    body: Option<&(impl Serialize + ?Sized)>,
-) -> Result<T, Failure> {
-    let bytes = call_raw(client, method, path, body).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Failure::Unreadable(e.to_string()))
-}
-
-/// Sends `body` (JSON) and returns the answer's bytes when it is a success.
-pub async fn call_raw(
-    client: &CustodianClient,
-    method: Method,
-    path: &str,
-    body: Option<&(impl Serialize + ?Sized)>,
-) -> Result<Vec<u8>, Failure> {
-    let body = match body {
-        Some(b) => Some(serde_json::to_vec(b).map_err(|e| Failure::Unreadable(e.to_string()))?),
-        None => None,
-    };
-    let (status, bytes) = client
-        .request(method, path, body)
-        .await
-        .map_err(Failure::Transport)?;
-    if status.is_success() {
-        return Ok(bytes.to_vec());
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Refused { status, body, .. } => Failure::Refused {
+                status: status.as_u16(),
+                reason: body.reason,
+                custodians: body.custodians.unwrap_or_default(),
+            },
+            ClientError::Decode { reason, .. } => Failure::Unreadable(reason),
+            other => Failure::Transport(other),
+        }
     }
-    let (reason, custodians) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(b) => (b.reason, b.custodians.unwrap_or_default()),
-        Err(_) => (format!("status_{}", status.as_u16()), Vec::new()),
-    };
-    Err(Failure::Refused {
-        status: status.as_u16(),
-        reason,
-        custodians,
-    })
+}
+
+/// Sends `req` and returns its typed answer.
+pub async fn call<R: Request>(client: &Client, req: &R) -> Result<R::Response, Failure> {
+    client.call(req).await.map_err(Failure::from)
 }
 
 /// Whether a failure is most likely a service refusing our login certificate as expired: its
@@ -266,6 +228,5 @@ pub fn short_reason(e: &ClientError) -> String {
         }
         ClientError::Transport { reason, .. } => format!("connection broke ({reason})"),
         ClientError::Decode { reason, .. } => format!("unreadable answer ({reason})"),
-        other => other.to_string(),
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use custodian::client::{ClientError, CustodianClient, Method};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use mtls::{Client as CustodianClient, Error as ClientError};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use shard::{Fault, Manifest, RecoverError, Returned, SecretId, SecretKind, SignedManifest};
 use zeroize::Zeroizing;
@@ -50,11 +50,6 @@ impl Outcome {
             _ => format!("{}: {}", self.name, self.detail),
         }
     }
-}
-
-#[derive(Deserialize)]
-struct EnrollmentInfo {
-    manifest: String,
 }
 
 /// `shardctl recover`.
@@ -194,13 +189,16 @@ fn manifest(
         }
     }
     let client = net::client(&config.enroller, tls.clone(), net::ENROLLER_DEADLINE)?;
-    let path = format!("/v1/enrollments/{secret_id}");
-    let info: EnrollmentInfo = ctx
-        .block_on(net::call(&client, Method::GET, &path, None::<&()>))?
+    let request = wire::enroller::Enrollment {
+        secret_id: secret_id.to_string(),
+    };
+    let info: wire::enroller::EnrollmentInfo = ctx
+        .block_on(net::call(&client, &request))?
         .map_err(|f| match f {
-            Failure::Refused { reason, .. } if reason == "not_found" => {
-                CliError::UnknownSecret(secret_id.to_string())
-            }
+            Failure::Refused {
+                reason: wire::Reason::NotFound,
+                ..
+            } => CliError::UnknownSecret(secret_id.to_string()),
             f => CliError::NoManifest {
                 secret_id: secret_id.to_string(),
                 why: net::failure_error(config, &config.enroller, Some(login), f).to_string(),
@@ -360,17 +358,7 @@ fn classify(e: &ClientError, login: &Login) -> (&'static str, String) {
             format!("did not answer within {} ms", deadline.as_millis()),
         ),
         ClientError::Refused { status, body, .. } => {
-            let words = match body.reason.as_str() {
-                "not_found" => "has no shard of this secret for you",
-                "sealed_blob_integrity" => {
-                    "its stored shard is damaged (the seal's integrity check failed)"
-                }
-                "sealed_blob_context" | "sealed_blob_malformed" => "its stored shard is damaged",
-                "device_unavailable" => "its TPM or HSM is unavailable",
-                "rate_limited" => "is rate-limiting us; try again shortly",
-                "audit_unavailable" => "cannot write its audit log, so it releases nothing",
-                _ => "refused",
-            };
+            let words = crate::reasons::release_refused(body.reason);
             (
                 "refused",
                 format!("{words} ({}, status {})", body.reason, status.as_u16()),

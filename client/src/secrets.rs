@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use base64::Engine;
-use custodian::client::Method;
 use p256::pkcs8::DecodePublicKey;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shard::{SecretId, SecretKind, SignedManifest};
+use wire::enroller::{Enroll, EnrollResponse, EnrollmentInfo, Enrollments};
+use wire::Reason;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -18,33 +18,8 @@ use crate::{manifests, Ctx, Report};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-#[derive(Serialize)]
-struct EnrollRequest<'a> {
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct EnrollResponse {
-    secret_id: String,
-    public_key: Option<String>,
-    manifest: String,
-}
-
-#[derive(Deserialize)]
-struct EnrollmentInfo {
-    secret_id: String,
-    kind: String,
-    public_key: Option<String>,
-    created_at: i64,
-    manifest: String,
-}
-
 /// The user's login, checked fresh, and a client for the enroller with it.
-pub fn user_enroller(
-    config: &Config,
-) -> Result<(Login, custodian::client::CustodianClient), CliError> {
+pub fn user_enroller(config: &Config) -> Result<(Login, mtls::Client), CliError> {
     let login = Login::load(config)?;
     login.require_fresh()?;
     let tls = net::tls(config, &Caller::User(&login))?;
@@ -61,23 +36,19 @@ pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError>
         None => None,
     };
     let (login, client) = user_enroller(&config)?;
-    let request = EnrollRequest {
+    let request = Enroll {
         kind: if secret_b64.is_some() {
             "secret"
         } else {
             "p256"
-        },
-        secret: secret_b64.as_deref().map(String::as_str),
+        }
+        .to_owned(),
+        secret: secret_b64,
     };
     let answer: EnrollResponse = ctx
-        .block_on(net::call(
-            &client,
-            Method::POST,
-            "/v1/enroll",
-            Some(&request),
-        ))?
+        .block_on(net::call(&client, &request))?
         .map_err(|f| enroll_error(&config, &login, f))?;
-    drop(secret_b64);
+    drop(request);
 
     let secret_id: SecretId = answer.secret_id.parse().map_err(|_| CliError::Unreadable {
         service: "the enroller".into(),
@@ -168,29 +139,24 @@ fn enroll_error(config: &Config, login: &Login, f: Failure) -> CliError {
     else {
         return net::failure_error(config, &config.enroller, Some(login), f);
     };
-    match reason.as_str() {
-        "custodians_failed" | "custodians_failed_cleanup_incomplete" => CliError::EnrollFailed {
-            custodians: custodians
-                .iter()
-                .map(|c| (c.name.clone(), c.reason.clone()))
-                .collect(),
-            cleanup_incomplete: reason.ends_with("cleanup_incomplete"),
+    match reason {
+        Reason::CustodiansFailed | Reason::CustodiansFailedCleanupIncomplete => {
+            CliError::EnrollFailed {
+                custodians: custodians
+                    .iter()
+                    .map(|c| (c.name.clone(), c.reason.to_string()))
+                    .collect(),
+                cleanup_incomplete: *reason == Reason::CustodiansFailedCleanupIncomplete,
+            }
+        }
+        _ => match crate::reasons::hint(*reason, &crate::reasons::Site::Enroll) {
+            Some(hint) => CliError::Refused {
+                service: "the enroller".into(),
+                reason: reason.to_string(),
+                hint: Some(hint),
+            },
+            None => net::failure_error(config, &config.enroller, Some(login), f),
         },
-        "token_random_unavailable" => CliError::Refused {
-            service: "the enroller".into(),
-            reason: reason.clone(),
-            hint: Some(
-                "its token cannot produce randomness, so nothing was enrolled; tell the \
-                 operator"
-                    .into(),
-            ),
-        },
-        "invalid_secret_length" => CliError::Refused {
-            service: "the enroller".into(),
-            reason: reason.clone(),
-            hint: Some("a secret must be 1 byte to 64 KiB".into()),
-        },
-        _ => net::failure_error(config, &config.enroller, Some(login), f),
     }
 }
 
@@ -208,12 +174,7 @@ pub fn list(ctx: &Ctx) -> Result<Report, CliError> {
     let key = manifests::pinned_key(&config)?;
     let (login, client) = user_enroller(&config)?;
     let list: Vec<EnrollmentInfo> = ctx
-        .block_on(net::call(
-            &client,
-            Method::GET,
-            "/v1/enrollments",
-            None::<&()>,
-        ))?
+        .block_on(net::call(&client, &Enrollments))?
         .map_err(|f| net::failure_error(&config, &config.enroller, Some(&login), f))?;
     let mut rows = Vec::with_capacity(list.len());
     for e in &list {

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use custodian::client::{CustodianClient, Method};
+use mtls::Client as CustodianClient;
 use p256::pkcs8::DecodePublicKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
+use wire::Request as _;
 
 use crate::config::Service;
 use crate::error::CliError;
@@ -29,15 +30,6 @@ struct Row {
     version: Option<String>,
     detail: Option<String>,
     ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct EnrollerHealth {
-    status: String,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
 }
 
 /// `shardctl status`.
@@ -90,16 +82,10 @@ pub fn status(ctx: &Ctx, deadline_ms: u64) -> Result<Report, CliError> {
                     let row = enroller_health(&config.enroller, c).await;
                     let key = match (&pinned, row.answered && !anonymous) {
                         (Some(pinned), true) => {
-                            match net::call_raw(c, Method::GET, "/v1/manifest-key", None::<&()>)
-                                .await
-                            {
-                                Ok(pem) => Some(
-                                    std::str::from_utf8(&pem)
-                                        .ok()
-                                        .and_then(|p| {
-                                            p256::ecdsa::VerifyingKey::from_public_key_pem(p).ok()
-                                        })
-                                        .is_some_and(|k| k == *pinned),
+                            match net::call(c, &wire::enroller::ManifestKey).await {
+                                Ok(wire::Text(pem)) => Some(
+                                    p256::ecdsa::VerifyingKey::from_public_key_pem(&pem)
+                                        .is_ok_and(|k| k == *pinned),
                                 ),
                                 Err(_) => None,
                             }
@@ -206,11 +192,17 @@ fn unanswered(svc: &Service, detail: String, ms: Option<u64>) -> Row {
 
 async fn enroller_health(svc: &Service, c: &CustodianClient) -> Row {
     let start = Instant::now();
-    let result = c.request(Method::GET, "/v1/health", None).await;
+    let result = c
+        .request(
+            mtls::method(wire::enroller::Health::METHOD),
+            wire::enroller::Health::ROUTE,
+            None,
+        )
+        .await;
     let ms = Some(start.elapsed().as_millis() as u64);
     match result {
         // A degraded enroller answers 503 with the same body.
-        Ok((_, body)) => match serde_json::from_slice::<EnrollerHealth>(&body) {
+        Ok((_, body)) => match serde_json::from_slice::<wire::enroller::HealthResponse>(&body) {
             Ok(h) => Row {
                 service: "enroller".into(),
                 name: svc.name().to_owned(),

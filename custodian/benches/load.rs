@@ -6,7 +6,7 @@
 //!
 //! Starts `custodian serve` (the release build) on a private SoftHSM2 token with the
 //! release rate limit lifted, and drives it from this process over 127.0.0.1 with
-//! 1, 16 and 256 concurrent mutual-TLS connections (one `CustodianClient` each,
+//! 1, 16 and 256 concurrent mutual-TLS connections (one `Client` each,
 //! sequential requests on it). Reported per measurement: requests/s, p50/p99/max
 //! latency, the server's peak RSS (`VmHWM`, reset through `/proc/<pid>/clear_refs`
 //! before each measurement), and CPU time per request of the server and of the
@@ -46,9 +46,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use certs::{Ca, Name, Role, TrustDomain};
-use custodian::client::CustodianClient;
 use hsm::testing::softhsm::SoftHsm;
 use hsm::{Mechanism, SealContext, Sealer};
+use mtls::Client;
 use sha2::{Digest, Sha256};
 use shard::{Salt, SecretId, ShardEnvelope, ShareBytes, Threshold};
 
@@ -361,11 +361,11 @@ level = "info"
         c
     }
 
-    fn client(&self, server: &Server, who: &(String, certs::PrivateKeyPem)) -> CustodianClient {
+    fn client(&self, server: &Server, who: &(String, certs::PrivateKeyPem)) -> Client {
         let tls =
             certs::tls::client_config(self.ca_pem.as_bytes(), who.0.as_bytes(), who.1.as_bytes())
                 .expect("client config");
-        CustodianClient::new(server.addr, "127.0.0.1", Arc::new(tls))
+        Client::new(server.addr, "127.0.0.1", Arc::new(tls))
             .expect("client")
             .expect_identity(self.server_id.clone())
             .with_deadline(Duration::from_secs(60))
@@ -624,7 +624,7 @@ async fn connect(
     server: &Server,
     who: &(String, certs::PrivateKeyPem),
     n: usize,
-) -> Vec<Arc<CustodianClient>> {
+) -> Vec<Arc<Client>> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let c = Arc::new(run.client(server, who));
@@ -637,7 +637,7 @@ async fn connect(
 
 /// One request; true when it succeeded and (for a release) returned exactly the
 /// envelope that was deposited.
-async fn one(client: &CustodianClient, gen: &Gen, op: &Op, rng: &mut XorShift) -> bool {
+async fn one(client: &Client, gen: &Gen, op: &Op, rng: &mut XorShift) -> bool {
     match op {
         Op::Release(range) => {
             let i = range.start + rng.next() % (range.end - range.start);

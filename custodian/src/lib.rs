@@ -5,12 +5,10 @@
 //! shell over this library; integration tests drive the binary as a real process.
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod client;
 pub mod config;
 pub mod journal;
 pub mod metrics;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod store;
-pub mod wire;

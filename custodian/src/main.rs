@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use custodian::api::AppState;
 use custodian::config::Config;
 use custodian::journal::Journal;
 use custodian::metrics::Metrics;
 use custodian::ratelimit::RateLimiter;
+use custodian::routes::AppState;
 use custodian::server::{serve, TlsFiles};
 use custodian::store::{AuditEvent, AuditVerdict, Store};
 use hsm::{Profile, SealContext};

@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 pub use svc::{ServeError, TlsFiles};
 use tokio::net::TcpListener;
 
-use crate::api::{AppState, Peer};
+use crate::routes::{AppState, Peer};
 use crate::store::AuditEvent;
-use crate::wire::ErrorBody;
+use wire::Refusal;
 
 struct AuditHooks(Arc<AppState>);
 
@@ -42,10 +42,7 @@ async fn identity(mut req: Request, next: Next) -> Response {
         }
         None => (
             StatusCode::UNAUTHORIZED,
-            axum::Json(ErrorBody {
-                error: "unauthorized".into(),
-                reason: "client_certificate_required".into(),
-            }),
+            axum::Json(Refusal::new(401, wire::Reason::ClientCertificateRequired)),
         )
             .into_response(),
     }
@@ -71,7 +68,7 @@ pub async fn serve(
         let h = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let app = crate::api::health_router(state.clone());
+        let app = crate::routes::health_router(state.clone());
         tracing::info!(%addr, "plain health port (loopback)");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(h, app).await {
@@ -80,7 +77,7 @@ pub async fn serve(
         });
     }
     tracing::info!(custodian = %state.me, "serving");
-    let router = crate::api::router(state.clone(), limits.max_body_bytes)
+    let router = crate::routes::router(state.clone(), limits.max_body_bytes)
         .layer(middleware::from_fn(identity));
     let conn = svc::ConnLimits {
         max_connections: limits.max_connections,

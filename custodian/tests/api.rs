@@ -130,7 +130,7 @@ async fn deposit_is_idempotent_and_a_different_shard_conflicts() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK, "repeat deposit is 200");
-    let again: custodian::wire::DepositResponse = serde_json::from_slice(&body).unwrap();
+    let again: wire::custodian::DepositResponse = serde_json::from_slice(&body).unwrap();
     assert!(again.already_stored);
     assert_eq!(again.secret_id, first.secret_id);
 
@@ -183,9 +183,9 @@ async fn deposit_is_idempotent_and_a_different_shard_conflicts() {
 }
 
 fn deposit_body(owner: &str, envelope: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&custodian::wire::DepositRequest {
+    serde_json::to_vec(&wire::custodian::Deposit {
         owner: owner.to_owned(),
-        envelope: B64.encode(envelope),
+        envelope: B64.encode(envelope).into(),
     })
     .unwrap()
 }
@@ -293,7 +293,7 @@ async fn admin_listing_pages_metadata_and_never_bytes() {
         let text = String::from_utf8(body.to_vec()).unwrap();
         let hits = scan(&text, &needles);
         assert!(hits.is_empty(), "listing carries bytes: {hits:?}");
-        let page: custodian::wire::ListResponse = serde_json::from_str(&text).unwrap();
+        let page: wire::custodian::ListResponse = serde_json::from_str(&text).unwrap();
         // Metadata only: exactly these keys per shard.
         let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
         for s in raw["shards"].as_array().unwrap() {
@@ -399,7 +399,7 @@ async fn bad_requests_get_json_errors() {
             .await
             .unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
-        assert_eq!(error_body(&bytes).reason, "invalid_query");
+        assert_eq!(error_body(&bytes).reason.as_str(), "invalid_query");
     }
 
     // Bodies that are not deposits.
@@ -430,7 +430,7 @@ async fn bad_requests_get_json_errors() {
             .await
             .unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
-        assert_eq!(error_body(&bytes).reason, reason);
+        assert_eq!(error_body(&bytes).reason.as_str(), reason);
     }
 
     // Unknown routes and methods answer JSON too.
@@ -439,7 +439,7 @@ async fn bad_requests_get_json_errors() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(error_body(&bytes).error, "not_found");
+    assert_eq!(error_body(&bytes).error.as_str(), "not_found");
 
     // None of it stored anything; each refusal with a reason is audited.
     let rows: i64 = c
@@ -490,7 +490,7 @@ async fn release_rate_limit_is_per_peer_and_audited() {
     let path = format!("/v1/shards/{}", env.secret_id);
     let (status, body) = alice.request(Method::GET, &path, None).await.unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(error_body(&body).reason, "rate_limited");
+    assert_eq!(error_body(&body).reason.as_str(), "rate_limited");
     // Bob's bucket is his own (he gets the answer for a shard he does not own).
     assert_refused(
         c.client(&c.pki.bob).release(&env.secret_id, None).await,
@@ -516,7 +516,7 @@ async fn health_on_the_loopback_port_and_over_mtls_only() {
 
     let (status, body) = http_get(c.health, "/health").unwrap();
     assert_eq!(status, 200, "{body}");
-    let h: custodian::wire::HealthResponse = serde_json::from_str(&body).unwrap();
+    let h: wire::custodian::HealthResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (h.status.as_str(), h.device.as_str(), h.database.as_str()),
         ("ok", "ok", "ok")
@@ -552,7 +552,7 @@ async fn health_on_the_loopback_port_and_over_mtls_only() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(error_body(&body).reason, "role_not_allowed");
+    assert_eq!(error_body(&body).reason.as_str(), "role_not_allowed");
     c.wait_audit("metrics refused", |a| {
         a.event == "metrics" && a.outcome == "refused" && a.peer == c.pki.alice.id.to_string()
     });

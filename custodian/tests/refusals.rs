@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use certs::Role;
 use common::*;
-use custodian::client::ClientError;
 use hyper::Method;
 
 /// A client that must not get any HTTP answer: the handshake (or, in TLS 1.3, the
@@ -14,7 +13,7 @@ use hyper::Method;
 async fn assert_no_answer(c: &Custodian, tls: std::sync::Arc<rustls::ClientConfig>, what: &str) {
     let client = c.client_with(tls);
     match client.request(Method::GET, "/v1/health", None).await {
-        Err(ClientError::Handshake { .. } | ClientError::Transport { .. }) => {}
+        Err(mtls::Error::Handshake { .. } | mtls::Error::Transport { .. }) => {}
         other => panic!("{what}: expected a failed handshake, got {other:?}"),
     }
 }

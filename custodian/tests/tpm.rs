@@ -75,8 +75,8 @@ async fn deposit_then_release_round_trip_tpm() {
         .unwrap();
     assert_eq!(status.as_u16(), 500);
     let e = error_body(&bytes);
-    assert_eq!(e.error, "internal");
-    assert!(e.reason.starts_with("sealed_blob_"), "{e:?}");
+    assert_eq!(e.error.as_str(), "internal");
+    assert!(e.reason.as_str().starts_with("sealed_blob_"), "{e:?}");
     c.wait_audit("tampered TPM blob", |a| {
         a.event == "release" && a.secret_id == sid(&tampered) && a.outcome == "failed"
     });

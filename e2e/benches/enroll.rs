@@ -18,9 +18,9 @@ mod enroller_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use custodian::client::{CustodianClient, Method};
 use e2e::Backend;
 use enroller_support::*;
+use mtls::{Client, Method};
 
 struct FixedPepper;
 
@@ -177,7 +177,7 @@ fn main() {
         .unwrap();
     let body = serde_json::to_vec(&serde_json::json!({"kind": "p256"})).unwrap();
     let client = |tls: &Arc<certs::rustls::ClientConfig>| {
-        CustodianClient::new(e.addr, &e.addr.ip().to_string(), tls.clone())
+        Client::new(e.addr, &e.addr.ip().to_string(), tls.clone())
             .unwrap()
             .with_deadline(Duration::from_secs(30))
     };
@@ -204,7 +204,7 @@ fn main() {
 
     let clients = 4;
     let per = n_enroll.div_ceil(clients);
-    let conns: Vec<CustodianClient> = (0..clients).map(|_| client(&tls)).collect();
+    let conns: Vec<Client> = (0..clients).map(|_| client(&tls)).collect();
     let start = Instant::now();
     let lat: Vec<Duration> = rt.block_on(async {
         let tasks = conns.iter().map(|c| {

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certs::rustls::ClientConfig;
-use custodian::client::CustodianClient;
 use hsm::testing::softhsm::SoftHsm;
 use hsm::testing::swtpm::Swtpm;
+use mtls::Client;
 
 /// The trust domain the harness creates.
 pub const TRUST_DOMAIN: &str = "demo.test";
@@ -443,12 +443,12 @@ impl Cluster {
     }
 
     /// A client for custodian `i` that also checks the custodian's identity.
-    pub fn client(&self, i: usize, tls: Arc<ClientConfig>) -> Result<CustodianClient, String> {
+    pub fn client(&self, i: usize, tls: Arc<ClientConfig>) -> Result<Client, String> {
         let node = &self.nodes[i];
         let id: certs::SpiffeId = format!("spiffe://{TRUST_DOMAIN}/custodian/{}", node.name)
             .parse()
             .map_err(|e: certs::Error| e.to_string())?;
-        CustodianClient::new(node.addr, &node.addr.ip().to_string(), tls)
+        Client::new(node.addr, &node.addr.ip().to_string(), tls)
             .map(|c| c.expect_identity(id))
             .map_err(|e| e.to_string())
     }
@@ -549,7 +549,7 @@ impl Cluster {
             )
             .map_err(|e| e.to_string())?,
         );
-        let client = CustodianClient::new(addr, ip, tls).map_err(|e| e.to_string())?;
+        let client = Client::new(addr, ip, tls).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -571,8 +571,8 @@ impl Cluster {
     }
 }
 
-fn hyper_method_get() -> custodian::client::Method {
-    custodian::client::Method::GET
+fn hyper_method_get() -> mtls::Method {
+    mtls::Method::GET
 }
 
 impl Drop for Cluster {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certs::rustls::ClientConfig;
-use custodian::client::{ClientError, CustodianClient, Method};
 use e2e::{Backend, Cluster};
 use enroller_support::*;
+use mtls::{Client, Method};
 use p256::pkcs8::DecodePublicKey;
 use serde_json::{json, Value};
 
@@ -67,9 +67,9 @@ fn wait_past(not_after: i64) {
     }
 }
 
-fn refused_at_handshake(r: Result<custodian::client::Released, ClientError>, who: &str) {
+fn refused_at_handshake(r: Result<mtls::Released, mtls::Error>, who: &str) {
     match r {
-        Err(ClientError::Handshake { .. } | ClientError::Transport { .. }) => {}
+        Err(mtls::Error::Handshake { .. } | mtls::Error::Transport { .. }) => {}
         Err(other) => panic!("{who}: not refused at the handshake: {other}"),
         Ok(_) => panic!("{who} released a shard for an expired certificate"),
     }
@@ -89,7 +89,7 @@ fn an_expired_login_certificate_is_refused_by_the_custodians_and_the_enroller() 
             e.with(tls.clone())
                 .try_call("POST", "/v1/enroll", Some(&json!({"kind": "p256"})))?;
         assert_eq!(r.status, 201, "{:?}", r.body);
-        let kept = CustodianClient::new(e.addr, &e.addr.ip().to_string(), tls.clone()).unwrap();
+        let kept = Client::new(e.addr, &e.addr.ip().to_string(), tls.clone()).unwrap();
         let (st, _) = rt
             .block_on(kept.request(Method::GET, "/v1/enrollments", None))
             .map_err(|e| e.to_string())?;

@@ -420,8 +420,7 @@ fn the_user_ca_cannot_make_service_identities_at_the_custodians() {
             assert!(
                 matches!(
                     deposited,
-                    Err(custodian::client::ClientError::Handshake { .. }
-                        | custodian::client::ClientError::Transport { .. })
+                    Err(mtls::Error::Handshake { .. } | mtls::Error::Transport { .. })
                 ),
                 "{role}/{name} at {}: the connection must be refused, got {:?}",
                 node.name,
@@ -505,7 +504,7 @@ fn a_10_kib_secret_comes_back_byte_for_byte_and_users_see_only_their_own() {
         );
         let c = cluster.client(i, kate_tls.clone()).unwrap();
         match rt.block_on(c.release(&liam_sid, None)) {
-            Err(custodian::client::ClientError::Refused { status, .. }) => {
+            Err(mtls::Error::Refused { status, .. }) => {
                 assert!(status.as_u16() == 403 || status.as_u16() == 404, "{status}")
             }
             Err(other) => panic!("{}: {other}", node.name),

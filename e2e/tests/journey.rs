@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use custodian::client::{CustodianClient, Method};
 use e2e::{Backend, Bins, Cluster};
+use mtls::{Client, Method};
 use p256::pkcs8::DecodePublicKey;
 use serde_json::{json, Value};
 
@@ -14,12 +14,7 @@ fn base32_decode(s: &str) -> Vec<u8> {
     e2e::base32_decode(s).expect("base32")
 }
 
-async fn call(
-    c: &CustodianClient,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
+async fn call(c: &Client, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let (status, bytes) = c
         .request(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
         .await
@@ -53,8 +48,8 @@ fn invite_register_login_enroll_recover() {
 
     let (acert, akey) = cluster.issue("admin", "ops").unwrap();
     let admin_tls = cluster.client_tls(&acert, &akey).unwrap();
-    let admin = CustodianClient::new(eaddr, &ip, admin_tls.clone()).unwrap();
-    let anon = CustodianClient::new(
+    let admin = Client::new(eaddr, &ip, admin_tls.clone()).unwrap();
+    let anon = Client::new(
         eaddr,
         &ip,
         Arc::new(certs::tls::client_config_anonymous(&ca).unwrap()),
@@ -146,7 +141,7 @@ fn invite_register_login_enroll_recover() {
             )
             .unwrap(),
         );
-        let user = CustodianClient::new(eaddr, &ip, user_tls.clone()).unwrap();
+        let user = Client::new(eaddr, &ip, user_tls.clone()).unwrap();
 
         // Enroll a P-256 key.
         let (st, enr) = call(

@@ -7,9 +7,10 @@
 //! service and login certificates follow.
 #![deny(missing_docs)]
 
-pub mod api;
 pub mod config;
+pub mod distribute;
 pub mod password;
+pub mod routes;
 pub mod token;
 pub mod totp;
 pub mod users;

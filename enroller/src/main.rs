@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use enroller::api::AppState;
 use enroller::config::Config;
+use enroller::routes::AppState;
 use enroller::token::{public_key_pem, Token};
 use hsm::Profile;
 
@@ -190,11 +190,10 @@ fn serve(cfg: Config) -> Result<(), String> {
         let id: certs::SpiffeId = format!("spiffe://{td}/custodian/{}", c.name)
             .parse()
             .map_err(|e: certs::Error| e.to_string())?;
-        let client =
-            custodian::client::CustodianClient::new(c.address, &c.server_name, client_tls.clone())
-                .map_err(|e| e.to_string())?
-                .expect_identity(id)
-                .with_deadline(Duration::from_millis(cfg.limits.deposit_timeout_ms));
+        let client = mtls::Client::new(c.address, &c.server_name, client_tls.clone())
+            .map_err(|e| e.to_string())?
+            .expect_identity(id)
+            .with_deadline(Duration::from_millis(cfg.limits.deposit_timeout_ms));
         custodians.push((
             shard::CustodianId::new(&c.name).map_err(|e| e.to_string())?,
             Arc::new(client),
@@ -216,8 +215,8 @@ fn serve(cfg: Config) -> Result<(), String> {
     });
     let health = cfg
         .health_listen
-        .map(|addr| (addr, enroller::api::health_router(state.clone())));
-    let router = enroller::api::router(state, cfg.limits.max_body_bytes);
+        .map(|addr| (addr, enroller::routes::health_router(state.clone())));
+    let router = enroller::routes::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {
         ca: cfg.tls.ca.clone(),
         cert: cfg.tls.cert.clone(),

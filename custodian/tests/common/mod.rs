@@ -22,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use certs::{Ca, Name, PrivateKeyPem, Role, SpiffeId, TrustDomain};
-use custodian::client::CustodianClient;
 use hsm::testing::softhsm::SoftHsm;
 use hsm::testing::swtpm::Swtpm;
+use mtls::Client;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -760,13 +760,13 @@ level = "{level}"
     }
 
     /// A client presenting `who`, verifying that it reached this custodian.
-    pub fn client(&self, who: &Identity) -> CustodianClient {
+    pub fn client(&self, who: &Identity) -> Client {
         self.client_with(self.pki.client_tls(who))
     }
 
     /// A client with any TLS configuration.
-    pub fn client_with(&self, tls: Arc<ClientConfig>) -> CustodianClient {
-        CustodianClient::new(self.addr, "127.0.0.1", tls)
+    pub fn client_with(&self, tls: Arc<ClientConfig>) -> Client {
+        Client::new(self.addr, "127.0.0.1", tls)
             .expect("client")
             .expect_identity(self.spiffe_id())
             .with_deadline(Duration::from_secs(20))
@@ -970,7 +970,7 @@ pub fn parse_http(raw: &[u8]) -> Option<(u16, String)> {
 }
 
 /// Parses a JSON error body.
-pub fn error_body(bytes: &[u8]) -> custodian::wire::ErrorBody {
+pub fn error_body(bytes: &[u8]) -> wire::Refusal {
     serde_json::from_slice(bytes).unwrap_or_else(|e| {
         panic!(
             "not a JSON error body ({e}): {:?}",
@@ -980,9 +980,9 @@ pub fn error_body(bytes: &[u8]) -> custodian::wire::ErrorBody {
 }
 
 /// Asserts a client error is an HTTP refusal with this status and reason.
-pub fn assert_refused<T>(r: Result<T, custodian::client::ClientError>, status: u16, reason: &str) {
+pub fn assert_refused<T>(r: Result<T, mtls::Error>, status: u16, reason: &str) {
     match r {
-        Err(custodian::client::ClientError::Refused {
+        Err(mtls::Error::Refused {
             status: s, body, ..
         }) => {
             assert_eq!(

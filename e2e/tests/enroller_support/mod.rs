@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certs::rustls::pki_types::ServerName;
 use certs::rustls::{ClientConfig, ClientConnection, StreamOwned};
-use custodian::client::CustodianClient;
 use e2e::{Backend, Bins, Cluster};
+use mtls::Client;
 use serde_json::{json, Value};
 
 /// A password every policy check accepts.
@@ -382,7 +382,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 /// Custodian clients of `cluster` presenting `tls`.
-pub fn custodians(cluster: &Cluster, tls: &Arc<ClientConfig>) -> Vec<CustodianClient> {
+pub fn custodians(cluster: &Cluster, tls: &Arc<ClientConfig>) -> Vec<Client> {
     (0..cluster.nodes.len())
         .map(|i| cluster.client(i, tls.clone()).expect("custodian client"))
         .collect()

@@ -1,0 +1,263 @@
+//! The words for every refusal reason a service can give, in one place. Both matches below
+//! name every [`Reason`] without a catch-all, so a reason added to the wire does not build
+//! until `shardctl` has decided what to tell the user about it.
+
+use std::path::Path;
+
+use wire::Reason;
+
+use crate::prompt;
+
+/// Where a refusal came from, for the words that depend on it.
+pub enum Site<'a> {
+    /// `shardctl register NAME`.
+    Register {
+        /// The user name.
+        name: &'a str,
+    },
+    /// `shardctl login NAME`.
+    Login {
+        /// The user name.
+        name: &'a str,
+    },
+    /// An admin verb; `config` is the configuration file that names the admin certificate.
+    Admin {
+        /// The configuration file.
+        config: &'a Path,
+    },
+    /// `shardctl admin unlock NAME`.
+    Unlock {
+        /// The user name.
+        name: &'a str,
+    },
+    /// `shardctl enroll`.
+    Enroll,
+}
+
+/// What the user can do about `reason` refused at `site`, when there is more to say
+/// than the reason itself.
+pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
+    use Site::*;
+    let name = match site {
+        Register { name } | Login { name } | Unlock { name } => Some(*name),
+        Admin { .. } | Enroll => None,
+    };
+    match reason {
+        Reason::InvitationUnknown => name.map(|name| {
+            format!(
+                "the invitation code is not valid for {name}; check it, or ask an administrator \
+                 for a new one (`shardctl admin invite {name}`)"
+            )
+        }),
+        Reason::InvitationExpired => name.map(|name| {
+            format!(
+                "the invitation for {name} has expired; ask an administrator for a new one \
+                 (`shardctl admin invite {name}`)"
+            )
+        }),
+        Reason::InvitationUsed => name.map(|name| {
+            format!(
+                "the invitation for {name} was already used; if that was you, run \
+                 `shardctl login {name}`, else ask an administrator for a new one"
+            )
+        }),
+        Reason::UserExists => {
+            name.map(|name| format!("{name} is already registered; run `shardctl login {name}`"))
+        }
+        Reason::PasswordTooShort => {
+            Some("the password is too short; use at least 12 characters".into())
+        }
+        Reason::PasswordTooLong => {
+            Some("the password is too long; use at most 256 characters".into())
+        }
+        Reason::PasswordContainsName => {
+            Some("the password contains the user name; choose another one".into())
+        }
+        Reason::PasswordGuessable => {
+            Some("the password is too easy to guess; choose a longer, less regular one".into())
+        }
+        Reason::InvalidName => name.map(|name| format!("{name:?} is not a valid user name")),
+        Reason::InvalidCredentials => name.map(|name| {
+            format!(
+                "wrong user name or password for {name}; try again (repeated failures lock the \
+                 account)"
+            )
+        }),
+        Reason::AccountLocked => name.map(|name| {
+            format!(
+                "the account {name} is locked after too many failed logins; ask an administrator \
+                 to run `shardctl admin unlock {name}`"
+            )
+        }),
+        Reason::RetryLater => {
+            Some("too many failed logins; wait a minute before trying again".into())
+        }
+        Reason::TooManyFailuresFromSource => Some(
+            "too many failed logins from this address; wait a while before trying again".into(),
+        ),
+        Reason::TotpRequired => name.map(|name| {
+            format!(
+                "{name} has a second factor: give the current code from your authenticator app \
+                 (on the terminal, or in {})",
+                prompt::TOTP_CODE
+            )
+        }),
+        Reason::InvalidTotp => Some(
+            "the TOTP code is wrong; check your authenticator's clock and try again with the \
+             current code"
+                .into(),
+        ),
+        Reason::TotpReplayed => {
+            Some("that TOTP code was already used; wait for the next one and try again".into())
+        }
+        Reason::NoSuchUser => match site {
+            Unlock { name } => Some(format!(
+                "there is no user {name}; see `shardctl admin users`"
+            )),
+            _ => None,
+        },
+        Reason::RoleNotAllowed | Reason::ClientCertificateRequired => match site {
+            Admin { config } => Some(format!(
+                "this needs an admin certificate (`shardctl pki issue admin <name>`), named \
+                 under [admin] in {} or with --admin-cert and --admin-key",
+                config.display()
+            )),
+            _ => None,
+        },
+        Reason::TokenRandomUnavailable => Some(
+            "its token cannot produce randomness, so nothing was enrolled; tell the operator"
+                .into(),
+        ),
+        Reason::InvalidSecretLength => match site {
+            Enroll => Some("a secret must be 1 byte to 64 KiB".into()),
+            _ => None,
+        },
+        // The reason alone says it, or the caller words it (a failed enrollment lists its
+        // custodians; a missing secret is its own error).
+        Reason::NoSuchRoute
+        | Reason::BodyTooLarge
+        | Reason::InvalidBody
+        | Reason::InvalidQuery
+        | Reason::RequestTimeout
+        | Reason::WrongTrustDomain
+        | Reason::InvalidSecretId
+        | Reason::NotFound
+        | Reason::RateLimited
+        | Reason::Internal
+        | Reason::InvalidOwner
+        | Reason::InvalidEnvelope
+        | Reason::DifferentShardStored
+        | Reason::DeviceUnavailable
+        | Reason::DeviceError
+        | Reason::SealedBlobIntegrity
+        | Reason::SealedBlobContext
+        | Reason::SealedBlobForeignDevice
+        | Reason::SealedBlobMalformed
+        | Reason::SealedBlobKeyVersion
+        | Reason::StoredEnvelopeInvalid
+        | Reason::Storage
+        | Reason::AuditUnavailable
+        | Reason::InvalidCsr
+        | Reason::CsrKeyNotP256
+        | Reason::InvalidTtl
+        | Reason::InvalidKind
+        | Reason::InvalidSecretEncoding
+        | Reason::CustodiansFailed
+        | Reason::CustodiansFailedCleanupIncomplete
+        | Reason::Worker
+        | Reason::Database
+        | Reason::TokenRandom
+        | Reason::OsRandom
+        | Reason::PasswordHash
+        | Reason::PasswordCheck
+        | Reason::TotpSeal
+        | Reason::TotpUnseal
+        | Reason::CertificateIssue
+        | Reason::Secret
+        | Reason::ManifestSigning
+        | Reason::Unreachable
+        | Reason::TlsHandshakeFailed
+        | Reason::WrongIdentity
+        | Reason::Timeout
+        | Reason::ConnectionBroken
+        | Reason::InvalidAnswer
+        | Reason::Unknown => None,
+    }
+}
+
+/// What a custodian that refused to release its shard did, in words for the per-custodian
+/// line of a recovery.
+pub fn release_refused(reason: Reason) -> &'static str {
+    match reason {
+        Reason::NotFound => "has no shard of this secret for you",
+        Reason::SealedBlobIntegrity => {
+            "its stored shard is damaged (the seal's integrity check failed)"
+        }
+        Reason::SealedBlobContext | Reason::SealedBlobMalformed => "its stored shard is damaged",
+        Reason::DeviceUnavailable => "its TPM or HSM is unavailable",
+        Reason::RateLimited => "is rate-limiting us; try again shortly",
+        Reason::AuditUnavailable => "cannot write its audit log, so it releases nothing",
+        Reason::NoSuchRoute
+        | Reason::BodyTooLarge
+        | Reason::InvalidBody
+        | Reason::InvalidQuery
+        | Reason::RequestTimeout
+        | Reason::ClientCertificateRequired
+        | Reason::WrongTrustDomain
+        | Reason::RoleNotAllowed
+        | Reason::InvalidSecretId
+        | Reason::Internal
+        | Reason::InvalidOwner
+        | Reason::InvalidEnvelope
+        | Reason::DifferentShardStored
+        | Reason::DeviceError
+        | Reason::SealedBlobForeignDevice
+        | Reason::SealedBlobKeyVersion
+        | Reason::StoredEnvelopeInvalid
+        | Reason::Storage
+        | Reason::InvalidName
+        | Reason::PasswordTooShort
+        | Reason::PasswordTooLong
+        | Reason::PasswordContainsName
+        | Reason::PasswordGuessable
+        | Reason::InvitationUnknown
+        | Reason::InvitationExpired
+        | Reason::InvitationUsed
+        | Reason::UserExists
+        | Reason::InvalidCredentials
+        | Reason::AccountLocked
+        | Reason::RetryLater
+        | Reason::TooManyFailuresFromSource
+        | Reason::TotpRequired
+        | Reason::InvalidTotp
+        | Reason::TotpReplayed
+        | Reason::InvalidCsr
+        | Reason::CsrKeyNotP256
+        | Reason::InvalidTtl
+        | Reason::NoSuchUser
+        | Reason::InvalidKind
+        | Reason::InvalidSecretEncoding
+        | Reason::InvalidSecretLength
+        | Reason::TokenRandomUnavailable
+        | Reason::CustodiansFailed
+        | Reason::CustodiansFailedCleanupIncomplete
+        | Reason::Worker
+        | Reason::Database
+        | Reason::TokenRandom
+        | Reason::OsRandom
+        | Reason::PasswordHash
+        | Reason::PasswordCheck
+        | Reason::TotpSeal
+        | Reason::TotpUnseal
+        | Reason::CertificateIssue
+        | Reason::Secret
+        | Reason::ManifestSigning
+        | Reason::Unreachable
+        | Reason::TlsHandshakeFailed
+        | Reason::WrongIdentity
+        | Reason::Timeout
+        | Reason::ConnectionBroken
+        | Reason::InvalidAnswer
+        | Reason::Unknown => "refused",
+    }
+}

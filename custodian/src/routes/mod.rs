@@ -1,0 +1,227 @@
+//! The custodian's HTTP API behind mutual TLS, one module per capability. Every handler
+//! receives the verified peer's SPIFFE id from the connection (never from a header) and
+//! authorizes by its role; the requests and answers are [`wire::custodian`]'s.
+//!
+//! | module | capability | routes |
+//! |---|---|---|
+//! | [`shards`] | deposit, release, delete, list | `/v1/shards`, `/v1/shards/{id}` |
+//! | [`ops`] | health and metrics | `/v1/health`, `/v1/metrics`, the plain health port |
+//!
+//! The next capabilities get modules of their own beside these: `signing` (threshold
+//! signing rounds), `epochs` (refresh, reshare, repair, share checks), `peer` (the
+//! custodian-to-custodian channel) and `gate` (the release gate).
+
+pub mod ops;
+pub mod shards;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use certs::{Role, SpiffeId};
+use hsm::{SealContext, Sealer};
+use shard::SecretId;
+
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::{AuditEvent, Store};
+use wire::custodian::{Deposit, Health, Metrics as MetricsRequest, Release};
+use wire::{Reason, Refusal, Request as _};
+
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The verified identity of the connection's peer, set by the TLS layer.
+#[derive(Debug, Clone)]
+pub struct Peer(pub SpiffeId);
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// This custodian's name.
+    pub name: shard::CustodianId,
+    /// This custodian's SPIFFE id.
+    pub me: SpiffeId,
+    /// The trust domain peers must belong to.
+    pub trust_domain: certs::TrustDomain,
+    /// The sealing device.
+    pub sealer: Arc<dyn Sealer>,
+    /// The database.
+    pub store: Arc<Store>,
+    /// Audit group commit.
+    pub journal: Journal,
+    /// Per-peer release limits.
+    pub limiter: RateLimiter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The handlers' shared state.
+pub type Shared = Arc<AppState>;
+
+/// A refusal: status, class and reason; rendered as the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: Reason,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: Reason) -> Self {
+        ApiError { status, reason }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Refusal::new(self.status.as_u16(), self.reason);
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Builds the router for the mutual-TLS listener.
+pub fn router(state: Shared, max_body: usize) -> Router {
+    Router::new()
+        .route(Deposit::ROUTE, put(shards::deposit).get(shards::list))
+        .route(Release::ROUTE, get(shards::release).delete(shards::delete))
+        .route(Health::ROUTE, get(ops::health))
+        .route(MetricsRequest::ROUTE, get(ops::metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Builds the router for the optional loopback plain-HTTP health port.
+pub fn health_router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(ops::plain_health))
+        .route("/metrics", get(ops::plain_metrics))
+        .with_state(state)
+}
+
+async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = match (req.method().as_str(), req.uri().path()) {
+        ("PUT", "/v1/shards") => "deposit",
+        ("GET", "/v1/shards") => "list",
+        ("GET", p) if p.starts_with("/v1/shards/") => "release",
+        ("DELETE", _) => "delete",
+        (_, "/v1/health") => "health",
+        (_, "/v1/metrics") => "metrics",
+        _ => "other",
+    };
+    let mut resp = next.run(req).await;
+    // Rejections produced by axum itself (body too large, bad JSON) become JSON errors too.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        resp = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge).into_response();
+    }
+    s.metrics
+        .observe(route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+pub(crate) fn event(
+    peer: &Peer,
+    what: &'static str,
+    secret: &str,
+    index: i64,
+    outcome: &'static str,
+    reason: &str,
+) -> AuditEvent {
+    AuditEvent {
+        event: what,
+        peer: peer.0.to_string(),
+        secret_id: secret.to_owned(),
+        index,
+        outcome,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Refuses, audits and logs in one step.
+pub(crate) async fn refuse(
+    s: &AppState,
+    peer: &Peer,
+    what: &'static str,
+    secret: &str,
+    index: i64,
+    err: ApiError,
+) -> ApiError {
+    tracing::warn!(peer = %peer.0, op = what, secret_id = secret, reason = err.reason.as_str(), status = err.status.as_u16(), "refused");
+    s.journal
+        .record(event(
+            peer,
+            what,
+            secret,
+            index,
+            "refused",
+            err.reason.as_str(),
+        ))
+        .await;
+    err
+}
+
+pub(crate) fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<(), ApiError> {
+    if peer.0.trust_domain() != &s.trust_domain {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            Reason::WrongTrustDomain,
+        ));
+    }
+    if !roles.contains(&peer.0.role()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, Reason::RoleNotAllowed));
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<SecretId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretId))
+}
+
+pub(crate) fn ctx(s: &AppState, env_id: SecretId, index: u8, epoch: u32) -> SealContext {
+    SealContext {
+        custodian_id: s.name.as_str().to_owned(),
+        secret_id: env_id,
+        index,
+        epoch,
+    }
+}
+
+pub(crate) fn device_error(e: &hsm::Error) -> ApiError {
+    match e {
+        hsm::Error::DeviceUnavailable(_) | hsm::Error::TokenNotFound(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Reason::DeviceUnavailable)
+        }
+        hsm::Error::Integrity => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::SealedBlobIntegrity,
+        ),
+        hsm::Error::ContextMismatch => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Reason::SealedBlobContext)
+        }
+        hsm::Error::ForeignDevice => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::SealedBlobForeignDevice,
+        ),
+        hsm::Error::Malformed(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::SealedBlobMalformed,
+        ),
+        hsm::Error::UnknownKeyVersion(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::SealedBlobKeyVersion,
+        ),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Reason::DeviceError),
+    }
+}

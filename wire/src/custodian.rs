@@ -1,0 +1,276 @@
+//! The custodian's API, behind mutual TLS.
+//!
+//! | request | method and path | who | answer |
+//! |---|---|---|---|
+//! | [`Deposit`] | `PUT /v1/shards` | enroller | 201 stored, 200 already stored, 409 another shard |
+//! | [`Release`] | `GET /v1/shards/{id}[?epoch=N]` | the owner | 200 with the envelope |
+//! | [`Delete`] | `DELETE /v1/shards/{id}[?epoch=N]` | enroller, admin | 200 with the count |
+//! | [`List`] | `GET /v1/shards[?after=ID&limit=N]` | admin | 200 with metadata, never bytes |
+//! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 |
+//! | [`Metrics`] | `GET /v1/metrics` | admin | Prometheus text |
+//!
+//! Every refusal is a [`crate::Refusal`].
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{json_answers, json_body, Method, Request, Text};
+
+/// Deposit request: the owner and the encoded envelope (base64, standard alphabet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    /// SPIFFE id of the user who may release this shard.
+    pub owner: String,
+    /// Base64 of the encoded `ShardEnvelope`. Wiped on drop.
+    pub envelope: Zeroizing<String>,
+}
+
+impl Request for Deposit {
+    const METHOD: Method = Method::Put;
+    const ROUTE: &'static str = "/v1/shards";
+    type Response = DepositResponse;
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        json_body(self)
+    }
+}
+
+/// Deposit answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DepositResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// Epoch.
+    pub epoch: u32,
+    /// Shard index.
+    pub index: u8,
+    /// Key version that sealed it.
+    pub key_version: u32,
+    /// True when the identical deposit was already stored.
+    pub already_stored: bool,
+}
+
+/// The query of [`Release`] and [`Delete`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochQuery {
+    /// One epoch only; all epochs (delete) or the newest (release) when absent.
+    pub epoch: Option<u32>,
+}
+
+fn shard_path(secret_id: &str, epoch: Option<u32>) -> String {
+    match epoch {
+        Some(e) => format!("/v1/shards/{secret_id}?epoch={e}"),
+        None => format!("/v1/shards/{secret_id}"),
+    }
+}
+
+/// Release the caller's shard of a secret (the owner's certificate).
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// The epoch; the newest when absent.
+    pub epoch: Option<u32>,
+}
+
+impl Request for Release {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/shards/{id}";
+    type Response = ReleaseResponse;
+    fn path(&self) -> String {
+        shard_path(&self.secret_id, self.epoch)
+    }
+}
+
+/// Release answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// Epoch.
+    pub epoch: u32,
+    /// Shard index.
+    pub index: u8,
+    /// Base64 of the encoded `ShardEnvelope`. Wiped on drop.
+    pub envelope: Zeroizing<String>,
+}
+
+/// Delete the shard(s) of a secret (enroller or admin certificate).
+#[derive(Debug, Clone)]
+pub struct Delete {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// One epoch only; every epoch when absent.
+    pub epoch: Option<u32>,
+}
+
+impl Request for Delete {
+    const METHOD: Method = Method::Delete;
+    const ROUTE: &'static str = Release::ROUTE;
+    type Response = DeleteResponse;
+    fn path(&self) -> String {
+        shard_path(&self.secret_id, self.epoch)
+    }
+}
+
+/// Delete answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeleteResponse {
+    /// Rows deleted.
+    pub deleted: usize,
+}
+
+/// The admin listing of shard metadata (admin certificate); also its query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    /// Start after this secret id (hex): the previous page's `next_after`.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+}
+
+impl Request for List {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = Deposit::ROUTE;
+    type Response = ListResponse;
+    fn path(&self) -> String {
+        let mut path = Self::ROUTE.to_owned();
+        let mut sep = '?';
+        if let Some(a) = &self.after {
+            path.push_str(&format!("{sep}after={a}"));
+            sep = '&';
+        }
+        if let Some(l) = self.limit {
+            path.push_str(&format!("{sep}limit={l}"));
+        }
+        path
+    }
+}
+
+/// Admin listing answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListResponse {
+    /// Shard metadata.
+    pub shards: Vec<ShardInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Metadata of one stored shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// Epoch.
+    pub epoch: u32,
+    /// Index.
+    pub index: u8,
+    /// Owner identity.
+    pub owner: String,
+    /// Envelope size.
+    pub size: u32,
+    /// Sealed blob size.
+    pub sealed_size: u32,
+    /// Key version.
+    pub key_version: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Health (any certificate of the trust domain).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health;
+
+impl Request for Health {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/health";
+    type Response = HealthResponse;
+}
+
+/// Health answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// This custodian's SPIFFE id.
+    pub custodian: String,
+    /// Build version.
+    pub version: String,
+    /// `ok` or the device error class.
+    pub device: String,
+    /// `ok` or the database error class.
+    pub database: String,
+    /// Device description (backend, key label, version, mechanism).
+    pub device_info: Option<String>,
+}
+
+/// Prometheus metrics (admin certificate).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Metrics;
+
+impl Request for Metrics {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/metrics";
+    type Response = Text;
+}
+
+json_answers!(
+    DepositResponse,
+    ReleaseResponse,
+    DeleteResponse,
+    ListResponse,
+    HealthResponse
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let id = "0".repeat(32);
+        let r = Release {
+            secret_id: id.clone(),
+            epoch: None,
+        };
+        assert_eq!(r.path(), format!("/v1/shards/{id}"));
+        let d = Delete {
+            secret_id: id.clone(),
+            epoch: Some(2),
+        };
+        assert_eq!(d.path(), format!("/v1/shards/{id}?epoch=2"));
+        assert_eq!(List::default().path(), "/v1/shards");
+        let l = List {
+            after: Some(id.clone()),
+            limit: Some(5),
+        };
+        assert_eq!(l.path(), format!("/v1/shards?after={id}&limit=5"));
+        let l = List {
+            after: None,
+            limit: Some(5),
+        };
+        assert_eq!(l.path(), "/v1/shards?limit=5");
+    }
+
+    #[test]
+    fn deposit_body_is_its_json() {
+        let d = Deposit {
+            owner: "spiffe://t/user/a".into(),
+            envelope: Zeroizing::new("AAAA".into()),
+        };
+        let body = d.body().unwrap().unwrap();
+        assert_eq!(
+            body,
+            br#"{"owner":"spiffe://t/user/a","envelope":"AAAA"}"#.to_vec()
+        );
+        assert!(Release {
+            secret_id: String::new(),
+            epoch: None
+        }
+        .body()
+        .unwrap()
+        .is_none());
+    }
+}

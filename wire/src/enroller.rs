@@ -1,0 +1,323 @@
+//! The enroller's API. Registration and login are the only calls a client may make
+//! without a certificate; everything else is authorized by the verified peer's SPIFFE id.
+//!
+//! | request | method and path | who | answer |
+//! |---|---|---|---|
+//! | [`Register`] | `POST /v1/register` | anyone with an invitation | 201 [`RegisterResponse`] |
+//! | [`Login`] | `POST /v1/login` | a registered user | 200 [`LoginResponse`] |
+//! | [`Invite`] | `POST /v1/admin/invitations` | admin | 201 [`InviteResponse`] |
+//! | [`Unlock`] | `POST /v1/admin/users/{name}/unlock` | admin | 200 [`UnlockResponse`] |
+//! | [`Users`] | `GET /v1/admin/users` | admin | 200 list of [`UserInfo`] |
+//! | [`Enroll`] | `POST /v1/enroll` | user | 201 [`EnrollResponse`] |
+//! | [`Enrollments`] | `GET /v1/enrollments` | the owner | 200 list of [`EnrollmentInfo`] |
+//! | [`Enrollment`] | `GET /v1/enrollments/{id}` | the owner | 200 [`EnrollmentInfo`] |
+//! | [`ManifestKey`] | `GET /v1/manifest-key` | any peer | 200 PEM of the manifest-signing key |
+//! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 with [`HealthResponse`] |
+//!
+//! Every refusal is a [`crate::Refusal`]; a failed enrollment adds the custodians that
+//! failed, each with its [`crate::Reason`].
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{json_answers, json_body, Method, Request, Text};
+
+/// Implements [`Request`] for a request whose JSON body is the request itself.
+macro_rules! json_request {
+    ($t:ty, $method:expr, $route:literal, $answer:ty) => {
+        impl Request for $t {
+            const METHOD: Method = $method;
+            const ROUTE: &'static str = $route;
+            type Response = $answer;
+            fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+                json_body(self)
+            }
+        }
+    };
+}
+
+// ---- accounts ----
+
+/// Registration with a one-time invitation.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// User name.
+    pub name: String,
+    /// One-time invitation code. Wiped on drop.
+    pub invitation: Zeroizing<String>,
+    /// Password. Wiped on drop.
+    pub password: Zeroizing<String>,
+    /// Set up a TOTP second factor.
+    #[serde(default)]
+    pub totp: bool,
+}
+json_request!(Register, Method::Post, "/v1/register", RegisterResponse);
+
+/// Registration answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// User name.
+    pub name: String,
+    /// The `otpauth://` URI to import into an authenticator (shown once). Wiped on drop.
+    pub totp_uri: Option<Zeroizing<String>>,
+}
+
+/// Login: password (+ TOTP) and a CSR for a key made on the user's machine.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// User name.
+    pub name: String,
+    /// Password. Wiped on drop.
+    pub password: Zeroizing<String>,
+    /// The current TOTP code, when the user has TOTP.
+    #[serde(default)]
+    pub totp_code: Option<Zeroizing<String>>,
+    /// PKCS#10 CSR (PEM) for a P-256 key made on the user's machine.
+    pub csr: String,
+}
+json_request!(Login, Method::Post, "/v1/login", LoginResponse);
+
+/// Login answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// The login certificate followed by the user CA certificate (PEM).
+    pub certificate: String,
+    /// Unix seconds after which the certificate is refused.
+    pub not_after: i64,
+    /// The identity it carries.
+    pub identity: String,
+}
+
+/// A one-time invitation for a user name (admin).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invite {
+    /// The user name the invitation is for.
+    pub name: String,
+    /// Lifetime in seconds (default from the configuration).
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+}
+json_request!(
+    Invite,
+    Method::Post,
+    "/v1/admin/invitations",
+    InviteResponse
+);
+
+/// Invitation answer.
+#[derive(Serialize, Deserialize)]
+pub struct InviteResponse {
+    /// User name.
+    pub name: String,
+    /// The one-time code (shown once; stored only as a digest). Wiped on drop.
+    pub code: Zeroizing<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The user listing (admin).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Users;
+
+impl Request for Users {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/admin/users";
+    type Response = Vec<UserInfo>;
+}
+
+/// One user in the listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Name.
+    pub name: String,
+    /// Locked.
+    pub locked: bool,
+    /// Consecutive failures.
+    pub failures: i64,
+    /// TOTP enabled.
+    pub totp: bool,
+}
+
+/// Unlock a locked user (admin). No body.
+#[derive(Debug, Clone)]
+pub struct Unlock {
+    /// The user name.
+    pub name: String,
+}
+
+impl Request for Unlock {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/v1/admin/users/{name}/unlock";
+    type Response = UnlockResponse;
+    fn path(&self) -> String {
+        format!("/v1/admin/users/{}/unlock", self.name)
+    }
+}
+
+/// Unlock answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnlockResponse {
+    /// The user name.
+    pub name: String,
+    /// Always false: the user is unlocked.
+    pub locked: bool,
+}
+
+// ---- enrollment ----
+
+/// Enroll a new secret for the caller (user).
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enroll {
+    /// `p256` (the enroller generates a key) or `secret` (escrow `secret`).
+    pub kind: String,
+    /// Base64 of the secret to escrow (1 byte to 64 KiB), for kind `secret`. Wiped on drop.
+    #[serde(default)]
+    pub secret: Option<Zeroizing<String>>,
+}
+json_request!(Enroll, Method::Post, "/v1/enroll", EnrollResponse);
+
+/// Enrollment answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// Public key PEM for kind `p256`.
+    pub public_key: Option<String>,
+    /// Base64 of the signed manifest.
+    pub manifest: String,
+    /// The custodians in shard index order.
+    pub custodians: Vec<String>,
+    /// Threshold.
+    pub threshold: u8,
+}
+
+/// The caller's enrollments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Enrollments;
+
+impl Request for Enrollments {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/enrollments";
+    type Response = Vec<EnrollmentInfo>;
+}
+
+/// One of the caller's enrollments.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// Secret id (hex).
+    pub secret_id: String,
+}
+
+impl Request for Enrollment {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/enrollments/{id}";
+    type Response = EnrollmentInfo;
+    fn path(&self) -> String {
+        format!("/v1/enrollments/{}", self.secret_id)
+    }
+}
+
+/// One enrollment in a listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollmentInfo {
+    /// Secret id.
+    pub secret_id: String,
+    /// `p256` or `secret`.
+    pub kind: String,
+    /// Public key PEM for `p256`.
+    pub public_key: Option<String>,
+    /// Epoch.
+    pub epoch: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Base64 of the signed manifest.
+    pub manifest: String,
+}
+
+/// The enroller's manifest-signing public key (PEM), for pinning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ManifestKey;
+
+impl Request for ManifestKey {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/manifest-key";
+    type Response = Text;
+}
+
+/// The enroller's health. A degraded enroller answers 503 with the same body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health;
+
+impl Request for Health {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/v1/health";
+    type Response = HealthResponse;
+}
+
+/// Health answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// `ok` or `unavailable`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Build version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// The path of the loopback plain-HTTP health port (no TLS; `GET` only).
+pub const PLAIN_HEALTH_PATH: &str = "/health";
+
+json_answers!(
+    RegisterResponse,
+    LoginResponse,
+    InviteResponse,
+    UnlockResponse,
+    EnrollResponse,
+    EnrollmentInfo,
+    HealthResponse,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_bodies() {
+        assert_eq!(
+            Unlock {
+                name: "alice".into()
+            }
+            .path(),
+            "/v1/admin/users/alice/unlock"
+        );
+        assert!(Unlock { name: "a".into() }.body().unwrap().is_none());
+        let id = "ab".repeat(16);
+        assert_eq!(
+            Enrollment {
+                secret_id: id.clone()
+            }
+            .path(),
+            format!("/v1/enrollments/{id}")
+        );
+        let e = Enroll {
+            kind: "p256".into(),
+            secret: None,
+        };
+        assert_eq!(
+            e.body().unwrap().unwrap(),
+            br#"{"kind":"p256","secret":null}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<Invite>(r#"{"name":"a","admin":true}"#).is_err());
+    }
+}

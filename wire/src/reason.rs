@@ -1,0 +1,401 @@
+//! Refusals: the one body every refusal of every service carries, and the one list of
+//! reasons, each saying what it means and whether retrying can help.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Defines [`Reason`] from one table: variant, wire name, whether retrying can help, docs.
+macro_rules! reasons {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $name:literal, retry: $retry:literal; )+) => {
+        /// Why a service refused a request: the `reason` of every refusal body.
+        ///
+        /// Each variant says what happened and whether sending the same request again
+        /// (after a pause, or with the same credentials) can help; see [`Reason::retryable`].
+        /// A reason this build does not know (a newer service) decodes as [`Reason::Unknown`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( $(#[doc = $doc])+ $variant, )+
+            /// A reason this build does not know, or a refusal without a readable body.
+            /// Retrying does not help.
+            Unknown,
+        }
+
+        impl Reason {
+            /// Every known reason, in the order of the table.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)+];
+
+            /// The reason's name on the wire (snake case).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)+
+                    Reason::Unknown => "unknown",
+                }
+            }
+
+            /// Whether the same request can succeed later: the condition is transient
+            /// (a device, a peer or the network is down, a rate or time limit). `false`
+            /// means the request, the credentials or the stored data must change first.
+            pub fn retryable(self) -> bool {
+                match self {
+                    $(Reason::$variant => $retry,)+
+                    Reason::Unknown => false,
+                }
+            }
+
+            /// The reason named `name` on the wire, or [`Reason::Unknown`].
+            pub fn from_name(name: &str) -> Reason {
+                match name {
+                    $($name => Reason::$variant,)+
+                    _ => Reason::Unknown,
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // ---- any route of either service ----
+    /// No route has this method and path.
+    NoSuchRoute = "no_such_route", retry: false;
+    /// The request body exceeds the service's limit.
+    BodyTooLarge = "body_too_large", retry: false;
+    /// The request body is not the JSON this route takes.
+    InvalidBody = "invalid_body", retry: false;
+    /// The query string is malformed or out of range.
+    InvalidQuery = "invalid_query", retry: false;
+    /// The request (body included) did not arrive within the service's deadline.
+    RequestTimeout = "request_timeout", retry: true;
+    /// The route needs a client certificate and the connection presented none.
+    ClientCertificateRequired = "client_certificate_required", retry: false;
+    /// The client certificate belongs to another trust domain.
+    WrongTrustDomain = "wrong_trust_domain", retry: false;
+    /// The client's role (user, admin, enroller, custodian) may not call this route.
+    RoleNotAllowed = "role_not_allowed", retry: false;
+    /// The secret id is not 32 hex digits.
+    InvalidSecretId = "invalid_secret_id", retry: false;
+    /// Nothing of that name exists for this caller (also: someone else's secret).
+    NotFound = "not_found", retry: false;
+    /// Too many requests from this identity; wait and retry.
+    RateLimited = "rate_limited", retry: true;
+    /// An unexpected failure inside the service; its log has the cause.
+    Internal = "internal", retry: true;
+
+    // ---- custodian: shards ----
+    /// The deposit's owner is not a user identity of this trust domain.
+    InvalidOwner = "invalid_owner", retry: false;
+    /// The deposited envelope does not decode or does not match its context.
+    InvalidEnvelope = "invalid_envelope", retry: false;
+    /// Another shard is already stored under this secret, index and epoch.
+    DifferentShardStored = "different_shard_stored", retry: false;
+    /// The custodian's TPM or HSM does not answer.
+    DeviceUnavailable = "device_unavailable", retry: true;
+    /// The device failed on this operation.
+    DeviceError = "device_error", retry: true;
+    /// The stored blob fails its authentication: it was edited or damaged.
+    SealedBlobIntegrity = "sealed_blob_integrity", retry: false;
+    /// The stored blob was sealed for another context (custodian, secret, index, epoch).
+    SealedBlobContext = "sealed_blob_context", retry: false;
+    /// The stored blob was sealed by another device.
+    SealedBlobForeignDevice = "sealed_blob_foreign_device", retry: false;
+    /// The stored blob does not parse.
+    SealedBlobMalformed = "sealed_blob_malformed", retry: false;
+    /// The stored blob names a key version the device does not have.
+    SealedBlobKeyVersion = "sealed_blob_key_version", retry: false;
+    /// The unsealed envelope does not match its row.
+    StoredEnvelopeInvalid = "stored_envelope_invalid", retry: false;
+    /// The custodian's database failed.
+    Storage = "storage", retry: true;
+    /// The audit log could not record the release, so nothing was released.
+    AuditUnavailable = "audit_unavailable", retry: true;
+
+    // ---- enroller: accounts ----
+    /// The user name is not a valid name.
+    InvalidName = "invalid_name", retry: false;
+    /// The password is shorter than the policy allows.
+    PasswordTooShort = "password_too_short", retry: false;
+    /// The password is longer than the policy allows.
+    PasswordTooLong = "password_too_long", retry: false;
+    /// The password contains the user name.
+    PasswordContainsName = "password_contains_name", retry: false;
+    /// The password is too easy to guess.
+    PasswordGuessable = "password_guessable", retry: false;
+    /// No invitation has this code (or it is for another name).
+    InvitationUnknown = "invitation_unknown", retry: false;
+    /// The invitation has expired; ask for a new one.
+    InvitationExpired = "invitation_expired", retry: false;
+    /// The invitation was already used.
+    InvitationUsed = "invitation_used", retry: false;
+    /// A user of this name is already registered.
+    UserExists = "user_exists", retry: false;
+    /// Wrong name or password.
+    InvalidCredentials = "invalid_credentials", retry: false;
+    /// The account is locked after too many failures; an admin must unlock it.
+    AccountLocked = "account_locked", retry: false;
+    /// Failed logins back off: wait (see `Retry-After`) and retry.
+    RetryLater = "retry_later", retry: true;
+    /// Too many failed logins from this source address; wait and retry.
+    TooManyFailuresFromSource = "too_many_failures_from_source", retry: true;
+    /// The account has TOTP: send the current code too.
+    TotpRequired = "totp_required", retry: false;
+    /// The TOTP code is wrong.
+    InvalidTotp = "invalid_totp", retry: false;
+    /// That TOTP code was already used; wait for the next one.
+    TotpReplayed = "totp_replayed", retry: true;
+    /// The certificate signing request does not parse or is not a P-256 key's.
+    InvalidCsr = "invalid_csr", retry: false;
+    /// The CSR's key is not a P-256 key.
+    CsrKeyNotP256 = "csr_key_not_p256", retry: false;
+    /// The invitation lifetime is out of range.
+    InvalidTtl = "invalid_ttl", retry: false;
+    /// No user has this name.
+    NoSuchUser = "no_such_user", retry: false;
+
+    // ---- enroller: enrollment ----
+    /// The enrollment kind is not one the enroller makes.
+    InvalidKind = "invalid_kind", retry: false;
+    /// The brought secret is not valid base64.
+    InvalidSecretEncoding = "invalid_secret_encoding", retry: false;
+    /// The brought secret is empty or larger than 64 KiB.
+    InvalidSecretLength = "invalid_secret_length", retry: false;
+    /// The enroller's token produced no randomness, so no key was made.
+    TokenRandomUnavailable = "token_random_unavailable", retry: true;
+    /// At least one custodian did not take its shard; every shard that landed was deleted.
+    CustodiansFailed = "custodians_failed", retry: true;
+    /// At least one custodian did not take its shard, and a shard that landed could not be
+    /// deleted; the failures name the custodians.
+    CustodiansFailedCleanupIncomplete = "custodians_failed_cleanup_incomplete", retry: true;
+
+    // ---- enroller: internal failures, named by the step that failed ----
+    /// A worker thread of the enroller failed.
+    Worker = "worker", retry: true;
+    /// The enroller's database failed.
+    Database = "database", retry: true;
+    /// The token's random generator failed.
+    TokenRandom = "token_random", retry: true;
+    /// The operating system's random generator failed.
+    OsRandom = "os_random", retry: true;
+    /// Hashing the password failed.
+    PasswordHash = "password_hash", retry: true;
+    /// Checking the password failed.
+    PasswordCheck = "password_check", retry: true;
+    /// Sealing the TOTP seed with the token failed.
+    TotpSeal = "totp_seal", retry: true;
+    /// Unsealing the TOTP seed with the token failed.
+    TotpUnseal = "totp_unseal", retry: true;
+    /// Issuing the login certificate failed.
+    CertificateIssue = "certificate_issue", retry: true;
+    /// Making the secret failed.
+    Secret = "secret", retry: true;
+    /// Signing the manifest with the token failed.
+    ManifestSigning = "manifest_signing", retry: true;
+
+    // ---- one custodian's failure during an enrollment (in `custodians`) ----
+    /// The custodian could not be reached.
+    Unreachable = "unreachable", retry: true;
+    /// The TLS handshake with the custodian failed.
+    TlsHandshakeFailed = "tls_handshake_failed", retry: false;
+    /// The custodian presented another identity than configured.
+    WrongIdentity = "wrong_identity", retry: false;
+    /// The custodian did not answer in time.
+    Timeout = "timeout", retry: true;
+    /// The connection to the custodian broke.
+    ConnectionBroken = "connection_broken", retry: true;
+    /// The custodian's answer did not parse.
+    InvalidAnswer = "invalid_answer", retry: false;
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Reason::from_name(&name))
+    }
+}
+
+/// The class of a refusal, from its HTTP status: the `error` of every refusal body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// 400.
+    BadRequest,
+    /// 401.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 408.
+    Timeout,
+    /// 409.
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 429.
+    RateLimited,
+    /// 502.
+    BadGateway,
+    /// 503.
+    Unavailable,
+    /// Any other status (500 among them).
+    #[serde(other)]
+    Internal,
+}
+
+impl Class {
+    /// The class's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::BadRequest => "bad_request",
+            Class::Unauthorized => "unauthorized",
+            Class::Forbidden => "forbidden",
+            Class::NotFound => "not_found",
+            Class::MethodNotAllowed => "method_not_allowed",
+            Class::Timeout => "timeout",
+            Class::Conflict => "conflict",
+            Class::PayloadTooLarge => "payload_too_large",
+            Class::RateLimited => "rate_limited",
+            Class::BadGateway => "bad_gateway",
+            Class::Unavailable => "unavailable",
+            Class::Internal => "internal",
+        }
+    }
+
+    /// The class of an HTTP status.
+    pub fn of_status(status: u16) -> Class {
+        match status {
+            400 => Class::BadRequest,
+            401 => Class::Unauthorized,
+            403 => Class::Forbidden,
+            404 => Class::NotFound,
+            405 => Class::MethodNotAllowed,
+            408 => Class::Timeout,
+            409 => Class::Conflict,
+            413 => Class::PayloadTooLarge,
+            429 => Class::RateLimited,
+            502 => Class::BadGateway,
+            503 => Class::Unavailable,
+            _ => Class::Internal,
+        }
+    }
+}
+
+/// One custodian's failure during an enrollment, as the enroller reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodianFailure {
+    /// Custodian name.
+    pub name: String,
+    /// What went wrong there: a transport reason or the custodian's own refusal.
+    pub reason: Reason,
+}
+
+/// The JSON body of every refusal: `{"error": class, "reason": reason}`, and for a failed
+/// enrollment the custodians that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The class, from the status.
+    pub error: Class,
+    /// Why.
+    pub reason: Reason,
+    /// Per-custodian failures of an enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custodians: Option<Vec<CustodianFailure>>,
+}
+
+impl Refusal {
+    /// A refusal with `status` and `reason`.
+    pub fn new(status: u16, reason: Reason) -> Refusal {
+        Refusal {
+            error: Class::of_status(status),
+            reason,
+            custodians: None,
+        }
+    }
+
+    /// Whether retrying can help.
+    pub fn retryable(&self) -> bool {
+        self.reason.retryable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_round_trips_by_name() {
+        for &r in Reason::ALL {
+            assert_eq!(Reason::from_name(r.as_str()), r, "{r}");
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for &r in Reason::ALL {
+            let n = r.as_str();
+            assert!(seen.insert(n), "{n} twice");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_reason_decodes_as_unknown_and_is_not_retryable() {
+        let r: Refusal = serde_json::from_str(r#"{"error":"teapot","reason":"brewing"}"#).unwrap();
+        assert_eq!(r.reason, Reason::Unknown);
+        assert_eq!(r.error, Class::Internal);
+        assert!(!r.retryable());
+    }
+
+    #[test]
+    fn refusal_body_shape_is_unchanged() {
+        let body = serde_json::to_string(&Refusal::new(404, Reason::NotFound)).unwrap();
+        assert_eq!(body, r#"{"error":"not_found","reason":"not_found"}"#);
+        let mut r = Refusal::new(502, Reason::CustodiansFailed);
+        r.custodians = Some(vec![CustodianFailure {
+            name: "c1".into(),
+            reason: Reason::Unreachable,
+        }]);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"error":"bad_gateway","reason":"custodians_failed","custodians":[{"name":"c1","reason":"unreachable"}]}"#
+        );
+    }
+
+    #[test]
+    fn class_names_match_serde() {
+        for status in [400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 502, 503] {
+            let c = Class::of_status(status);
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn transient_reasons_are_retryable() {
+        assert!(Reason::DeviceUnavailable.retryable());
+        assert!(Reason::RateLimited.retryable());
+        assert!(!Reason::NotFound.retryable());
+        assert!(!Reason::SealedBlobIntegrity.retryable());
+    }
+}
