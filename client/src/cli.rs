@@ -74,7 +74,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// How long each custodian may take to answer, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = crate::recover::DEFAULT_DEADLINE_MS)]
+        #[arg(long, value_name = "MS", default_value_t = crate::outcome::DEFAULT_DEADLINE_MS)]
         deadline_ms: u64,
         /// Wait for every custodian's answer (up to the deadline) instead of stopping once
         /// enough shards verified, so that every bad or refusing custodian is named.

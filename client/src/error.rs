@@ -252,7 +252,7 @@ pub enum CliError {
         /// The threshold.
         needed: usize,
         /// Every custodian's outcome.
-        outcomes: Vec<crate::recover::Outcome>,
+        outcomes: Vec<crate::outcome::Outcome>,
     },
     /// The combined key does not match the signed public key.
     KeyMismatch(String),

@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod manifests;
 mod net;
+mod outcome;
 mod pki;
 mod prompt;
 mod reasons;

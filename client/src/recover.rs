@@ -11,7 +11,6 @@ use base64::Engine;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use mtls::{Client as CustodianClient, Error as ClientError};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
-use serde::Serialize;
 use serde_json::json;
 use shard::{Fault, Manifest, RecoverError, Returned, SecretId, SecretKind, SignedManifest};
 use zeroize::Zeroizing;
@@ -19,38 +18,9 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::error::CliError;
 use crate::net::{self, Caller, Failure};
+use crate::outcome::{Outcome, MAX_DEADLINE_MS};
 use crate::session::Login;
 use crate::{manifests, Ctx, Report};
-
-/// The default per-request deadline at each custodian.
-pub const DEFAULT_DEADLINE_MS: u64 = 3000;
-/// The longest `--deadline-ms` accepted.
-pub const MAX_DEADLINE_MS: u64 = 600_000;
-
-/// What one custodian contributed to a recovery.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// Custodian name.
-    pub name: String,
-    /// `verified`, `bad_shard`, `refused`, `unreachable`, `timeout`, `tls`, `bad_answer`,
-    /// `not_configured` or `not_needed`.
-    pub result: &'static str,
-    /// Why, in words (empty for `verified`).
-    pub detail: String,
-    /// How long its answer took, when it answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ms: Option<u64>,
-}
-
-impl Outcome {
-    /// "c2: did not answer within 3000 ms".
-    pub fn line(&self) -> String {
-        match self.result {
-            "verified" => format!("{}: shard verified", self.name),
-            _ => format!("{}: {}", self.name, self.detail),
-        }
-    }
-}
 
 /// `shardctl recover`.
 pub fn recover(

@@ -34,7 +34,7 @@ struct Row {
 
 /// `shardctl status`.
 pub fn status(ctx: &Ctx, deadline_ms: u64) -> Result<Report, CliError> {
-    if !(1..=crate::recover::MAX_DEADLINE_MS).contains(&deadline_ms) {
+    if !(1..=crate::outcome::MAX_DEADLINE_MS).contains(&deadline_ms) {
         return Err(CliError::InvalidDeadline(deadline_ms));
     }
     let deadline = Duration::from_millis(deadline_ms);

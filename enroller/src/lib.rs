@@ -1,10 +1,19 @@
-//! The enroller (being built): user registry and credential checks, login
-//! certificates, key generation, split and deposit to custodians.
+//! The enroller: user registry and credential checks, login certificates, key
+//! generation, split and distribution to the custodians, and token-signed manifests.
 //!
-//! Done so far: the password policy and peppered Argon2id hashing ([`password`]),
-//! TOTP ([`totp`]) and the user database with one-use invitations, one-use TOTP
-//! steps, per-user lock and per-source limits ([`users`]). The token keys, the
-//! service and login certificates follow.
+//! | module | what it holds |
+//! |---|---|
+//! | [`routes`] | the HTTP API, one module per capability (accounts, enrollment, ops) |
+//! | [`distribute`] | deposits at every custodian at once, and taking shards back on failure |
+//! | [`users`] | the user database: invitations, TOTP steps, locks and per-source limits |
+//! | [`password`] | the password policy and peppered Argon2id hashing |
+//! | [`totp`] | RFC 6238 codes |
+//! | [`token`] | the PKCS#11 token's keys: manifest signing, user CA, pepper, TOTP sealing |
+//! | [`config`] | the configuration file |
+//!
+//! The binary (`enroller init | serve | health`) is a thin shell over this library; the
+//! only `unsafe` of the program (locking its memory) lives there.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;

@@ -2,6 +2,7 @@
 //! over TLS 1.3 with the verified peer's SPIFFE id handed to handlers (never taken
 //! from a header), certificate reloading without a restart, a bounded number of
 //! connections, graceful shutdown that drains in-flight requests, and logging set-up.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
