@@ -32,15 +32,17 @@ pub enum Site<'a> {
     },
     /// `shardctl enroll`.
     Enroll,
+    /// A custodian asked for its shard during `shardctl recover`.
+    Release,
 }
 
-/// What the user can do about `reason` refused at `site`, when there is more to say
-/// than the reason itself.
+/// What the user can do about `reason` refused at `site` (or, at [`Site::Release`], what
+/// the custodian did), when there is more to say than the reason itself.
 pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
     use Site::*;
     let name = match site {
         Register { name } | Login { name } | Unlock { name } => Some(*name),
-        Admin { .. } | Enroll => None,
+        Admin { .. } | Enroll | Release => None,
     };
     match reason {
         Reason::InvitationUnknown => name.map(|name| {
@@ -132,6 +134,32 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
             Enroll => Some("a secret must be 1 byte to 64 KiB".into()),
             _ => None,
         },
+        Reason::NotFound => match site {
+            Release => Some("has no shard of this secret for you".into()),
+            _ => None,
+        },
+        Reason::SealedBlobIntegrity => match site {
+            Release => {
+                Some("its stored shard is damaged (the seal's integrity check failed)".into())
+            }
+            _ => None,
+        },
+        Reason::DeviceUnavailable => match site {
+            Release => Some("its TPM or HSM is unavailable".into()),
+            _ => None,
+        },
+        Reason::RateLimited => match site {
+            Release => Some("is rate-limiting us; try again shortly".into()),
+            _ => None,
+        },
+        Reason::AuditUnavailable => match site {
+            Release => Some("cannot write its audit log, so it releases nothing".into()),
+            _ => None,
+        },
+        Reason::SealedBlobContext | Reason::SealedBlobMalformed => match site {
+            Release => Some("its stored shard is damaged".into()),
+            _ => None,
+        },
         // The reason alone says it, or the caller words it (a failed enrollment lists its
         // custodians; a missing secret is its own error).
         Reason::NoSuchRoute
@@ -141,22 +169,15 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::RequestTimeout
         | Reason::WrongTrustDomain
         | Reason::InvalidSecretId
-        | Reason::NotFound
-        | Reason::RateLimited
         | Reason::Internal
         | Reason::InvalidOwner
         | Reason::InvalidEnvelope
         | Reason::DifferentShardStored
-        | Reason::DeviceUnavailable
         | Reason::DeviceError
-        | Reason::SealedBlobIntegrity
-        | Reason::SealedBlobContext
         | Reason::SealedBlobForeignDevice
-        | Reason::SealedBlobMalformed
         | Reason::SealedBlobKeyVersion
         | Reason::StoredEnvelopeInvalid
         | Reason::Storage
-        | Reason::AuditUnavailable
         | Reason::InvalidCsr
         | Reason::CsrKeyNotP256
         | Reason::InvalidTtl
@@ -187,77 +208,6 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
 
 /// What a custodian that refused to release its shard did, in words for the per-custodian
 /// line of a recovery.
-pub fn release_refused(reason: Reason) -> &'static str {
-    match reason {
-        Reason::NotFound => "has no shard of this secret for you",
-        Reason::SealedBlobIntegrity => {
-            "its stored shard is damaged (the seal's integrity check failed)"
-        }
-        Reason::SealedBlobContext | Reason::SealedBlobMalformed => "its stored shard is damaged",
-        Reason::DeviceUnavailable => "its TPM or HSM is unavailable",
-        Reason::RateLimited => "is rate-limiting us; try again shortly",
-        Reason::AuditUnavailable => "cannot write its audit log, so it releases nothing",
-        Reason::NoSuchRoute
-        | Reason::BodyTooLarge
-        | Reason::InvalidBody
-        | Reason::InvalidQuery
-        | Reason::RequestTimeout
-        | Reason::ClientCertificateRequired
-        | Reason::WrongTrustDomain
-        | Reason::RoleNotAllowed
-        | Reason::InvalidSecretId
-        | Reason::Internal
-        | Reason::InvalidOwner
-        | Reason::InvalidEnvelope
-        | Reason::DifferentShardStored
-        | Reason::DeviceError
-        | Reason::SealedBlobForeignDevice
-        | Reason::SealedBlobKeyVersion
-        | Reason::StoredEnvelopeInvalid
-        | Reason::Storage
-        | Reason::InvalidName
-        | Reason::PasswordTooShort
-        | Reason::PasswordTooLong
-        | Reason::PasswordContainsName
-        | Reason::PasswordGuessable
-        | Reason::InvitationUnknown
-        | Reason::InvitationExpired
-        | Reason::InvitationUsed
-        | Reason::UserExists
-        | Reason::InvalidCredentials
-        | Reason::AccountLocked
-        | Reason::RetryLater
-        | Reason::TooManyFailuresFromSource
-        | Reason::TotpRequired
-        | Reason::InvalidTotp
-        | Reason::TotpReplayed
-        | Reason::InvalidCsr
-        | Reason::CsrKeyNotP256
-        | Reason::InvalidTtl
-        | Reason::NoSuchUser
-        | Reason::InvalidKind
-        | Reason::InvalidSecretEncoding
-        | Reason::InvalidSecretLength
-        | Reason::TokenRandomUnavailable
-        | Reason::CustodiansFailed
-        | Reason::CustodiansFailedCleanupIncomplete
-        | Reason::Worker
-        | Reason::Database
-        | Reason::TokenRandom
-        | Reason::OsRandom
-        | Reason::PasswordHash
-        | Reason::PasswordCheck
-        | Reason::TotpSeal
-        | Reason::TotpUnseal
-        | Reason::CertificateIssue
-        | Reason::Secret
-        | Reason::ManifestSigning
-        | Reason::Unreachable
-        | Reason::TlsHandshakeFailed
-        | Reason::WrongIdentity
-        | Reason::Timeout
-        | Reason::ConnectionBroken
-        | Reason::InvalidAnswer
-        | Reason::Unknown => "refused",
-    }
+pub fn release_refused(reason: Reason) -> String {
+    hint(reason, &Site::Release).unwrap_or_else(|| "refused".into())
 }
