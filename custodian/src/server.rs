@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 pub use svc::{ServeError, TlsFiles};
-use tokio::net::TcpListener;
 
 use crate::routes::{AppState, Peer};
 use crate::store::AuditEvent;
@@ -58,23 +57,9 @@ pub async fn serve(
     limits: &crate::config::Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let listener = svc::bind(listen).await?;
     if let Some(addr) = health_listen {
-        let h = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let app = crate::routes::health_router(state.clone());
-        tracing::info!(%addr, "plain health port (loopback)");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(h, app).await {
-                tracing::error!(error = %e, "health port stopped");
-            }
-        });
+        svc::serve_plain_health(addr, crate::routes::health_router(state.clone())).await?;
     }
     tracing::info!(custodian = %state.me, "serving");
     let router = crate::routes::router(state.clone(), limits.max_body_bytes)

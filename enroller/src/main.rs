@@ -235,15 +235,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         if let Some((addr, app)) = health {
-            let listener = tokio::net::TcpListener::bind(addr)
+            svc::serve_plain_health(addr, app)
                 .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            tracing::info!(%addr, "plain health port (loopback)");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "health port stopped");
-                }
-            });
+                .map_err(|e| e.to_string())?;
         }
         svc::serve(
             router,

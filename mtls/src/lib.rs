@@ -214,12 +214,13 @@ impl Client {
     ) -> Result<(StatusCode, Bytes), Error> {
         let addr = self.addr;
         let deadline = self.deadline;
-        tokio::time::timeout(deadline, self.request_inner(method, path, body))
+        tokio::time::timeout(deadline, self.exchange(method, path, body))
             .await
             .map_err(|_| Error::Timeout { addr, deadline })?
     }
 
-    async fn request_inner(
+    /// One request on the kept connection, or on a new one; no deadline of its own.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,

@@ -180,13 +180,28 @@ pub async fn serve<H: Hooks>(
     hooks: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let listener = bind(listen).await?;
     serve_on(router, listener, files, limits, hooks, shutdown).await
+}
+
+/// Binds a listener, or says which address could not be bound.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Binds the optional loopback plain-HTTP health port and serves `router` on it in the
+/// background (no TLS: it answers health and metrics only).
+pub async fn serve_plain_health(addr: SocketAddr, router: Router) -> Result<(), ServeError> {
+    let listener = bind(addr).await?;
+    tracing::info!(%addr, "plain health port (loopback)");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "health port stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Like [`serve`], on a listener bound already.

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{json_answers, json_body, Method, Request, Text};
+use crate::{json_answers, request, Request, Text};
 
 /// Deposit request: the owner and the encoded envelope (base64, standard alphabet).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,14 +26,7 @@ pub struct Deposit {
     pub envelope: Zeroizing<String>,
 }
 
-impl Request for Deposit {
-    const METHOD: Method = Method::Put;
-    const ROUTE: &'static str = "/v1/shards";
-    type Response = DepositResponse;
-    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
-        json_body(self)
-    }
-}
+request!(Deposit, Put, "/v1/shards", DepositResponse, json);
 
 /// Deposit answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,14 +67,13 @@ pub struct Release {
     pub epoch: Option<u32>,
 }
 
-impl Request for Release {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/shards/{id}";
-    type Response = ReleaseResponse;
-    fn path(&self) -> String {
-        shard_path(&self.secret_id, self.epoch)
-    }
-}
+request!(
+    Release,
+    Get,
+    "/v1/shards/{id}",
+    ReleaseResponse,
+    path | r | shard_path(&r.secret_id, r.epoch)
+);
 
 /// Release answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,14 +97,13 @@ pub struct Delete {
     pub epoch: Option<u32>,
 }
 
-impl Request for Delete {
-    const METHOD: Method = Method::Delete;
-    const ROUTE: &'static str = Release::ROUTE;
-    type Response = DeleteResponse;
-    fn path(&self) -> String {
-        shard_path(&self.secret_id, self.epoch)
-    }
-}
+request!(
+    Delete,
+    Delete,
+    Release::ROUTE,
+    DeleteResponse,
+    path | r | shard_path(&r.secret_id, r.epoch)
+);
 
 /// Delete answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -131,12 +122,17 @@ pub struct List {
     pub limit: Option<u32>,
 }
 
-impl Request for List {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = Deposit::ROUTE;
-    type Response = ListResponse;
-    fn path(&self) -> String {
-        let mut path = Self::ROUTE.to_owned();
+request!(
+    List,
+    Get,
+    Deposit::ROUTE,
+    ListResponse,
+    path | r | r.query_path()
+);
+
+impl List {
+    fn query_path(&self) -> String {
+        let mut path = Deposit::ROUTE.to_owned();
         let mut sep = '?';
         if let Some(a) = &self.after {
             path.push_str(&format!("{sep}after={a}"));
@@ -183,11 +179,7 @@ pub struct ShardInfo {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health;
 
-impl Request for Health {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/health";
-    type Response = HealthResponse;
-}
+request!(Health, Get, "/v1/health", HealthResponse);
 
 /// Health answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,11 +202,7 @@ pub struct HealthResponse {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Metrics;
 
-impl Request for Metrics {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/metrics";
-    type Response = Text;
-}
+request!(Metrics, Get, "/v1/metrics", Text);
 
 json_answers!(
     DepositResponse,

@@ -20,21 +20,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{json_answers, json_body, Method, Request, Text};
-
-/// Implements [`Request`] for a request whose JSON body is the request itself.
-macro_rules! json_request {
-    ($t:ty, $method:expr, $route:literal, $answer:ty) => {
-        impl Request for $t {
-            const METHOD: Method = $method;
-            const ROUTE: &'static str = $route;
-            type Response = $answer;
-            fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
-                json_body(self)
-            }
-        }
-    };
-}
+use crate::{json_answers, request, Text};
 
 // ---- accounts ----
 
@@ -52,7 +38,7 @@ pub struct Register {
     #[serde(default)]
     pub totp: bool,
 }
-json_request!(Register, Method::Post, "/v1/register", RegisterResponse);
+request!(Register, Post, "/v1/register", RegisterResponse, json);
 
 /// Registration answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +63,7 @@ pub struct Login {
     /// PKCS#10 CSR (PEM) for a P-256 key made on the user's machine.
     pub csr: String,
 }
-json_request!(Login, Method::Post, "/v1/login", LoginResponse);
+request!(Login, Post, "/v1/login", LoginResponse, json);
 
 /// Login answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,12 +86,7 @@ pub struct Invite {
     #[serde(default)]
     pub ttl_seconds: Option<i64>,
 }
-json_request!(
-    Invite,
-    Method::Post,
-    "/v1/admin/invitations",
-    InviteResponse
-);
+request!(Invite, Post, "/v1/admin/invitations", InviteResponse, json);
 
 /// Invitation answer.
 #[derive(Serialize, Deserialize)]
@@ -122,11 +103,7 @@ pub struct InviteResponse {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Users;
 
-impl Request for Users {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/admin/users";
-    type Response = Vec<UserInfo>;
-}
+request!(Users, Get, "/v1/admin/users", Vec<UserInfo>);
 
 /// One user in the listing.
 #[derive(Debug, Serialize, Deserialize)]
@@ -148,14 +125,13 @@ pub struct Unlock {
     pub name: String,
 }
 
-impl Request for Unlock {
-    const METHOD: Method = Method::Post;
-    const ROUTE: &'static str = "/v1/admin/users/{name}/unlock";
-    type Response = UnlockResponse;
-    fn path(&self) -> String {
-        format!("/v1/admin/users/{}/unlock", self.name)
-    }
-}
+request!(
+    Unlock,
+    Post,
+    "/v1/admin/users/{name}/unlock",
+    UnlockResponse,
+    path | r | format!("/v1/admin/users/{}/unlock", r.name)
+);
 
 /// Unlock answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -178,7 +154,7 @@ pub struct Enroll {
     #[serde(default)]
     pub secret: Option<Zeroizing<String>>,
 }
-json_request!(Enroll, Method::Post, "/v1/enroll", EnrollResponse);
+request!(Enroll, Post, "/v1/enroll", EnrollResponse, json);
 
 /// Enrollment answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -199,11 +175,7 @@ pub struct EnrollResponse {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Enrollments;
 
-impl Request for Enrollments {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/enrollments";
-    type Response = Vec<EnrollmentInfo>;
-}
+request!(Enrollments, Get, "/v1/enrollments", Vec<EnrollmentInfo>);
 
 /// One of the caller's enrollments.
 #[derive(Debug, Clone)]
@@ -212,14 +184,13 @@ pub struct Enrollment {
     pub secret_id: String,
 }
 
-impl Request for Enrollment {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/enrollments/{id}";
-    type Response = EnrollmentInfo;
-    fn path(&self) -> String {
-        format!("/v1/enrollments/{}", self.secret_id)
-    }
-}
+request!(
+    Enrollment,
+    Get,
+    "/v1/enrollments/{id}",
+    EnrollmentInfo,
+    path | r | format!("/v1/enrollments/{}", r.secret_id)
+);
 
 /// One enrollment in a listing.
 #[derive(Debug, Serialize, Deserialize)]
@@ -242,21 +213,13 @@ pub struct EnrollmentInfo {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ManifestKey;
 
-impl Request for ManifestKey {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/manifest-key";
-    type Response = Text;
-}
+request!(ManifestKey, Get, "/v1/manifest-key", Text);
 
 /// The enroller's health. A degraded enroller answers 503 with the same body.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health;
 
-impl Request for Health {
-    const METHOD: Method = Method::Get;
-    const ROUTE: &'static str = "/v1/health";
-    type Response = HealthResponse;
-}
+request!(Health, Get, "/v1/health", HealthResponse);
 
 /// Health answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -287,6 +250,7 @@ json_answers!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Request;
 
     #[test]
     fn paths_and_bodies() {

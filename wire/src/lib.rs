@@ -114,6 +114,41 @@ impl<T: DeserializeOwned> Answer for Vec<T> {
     }
 }
 
+/// Implements [`Request`]: `request!(Type, Method, "/route", Answer)` for a request without
+/// a body at its route, `json` after it for one whose JSON body is itself, or
+/// `path |r| expr` for one with path parameters.
+macro_rules! request {
+    ($t:ty, $method:ident, $route:expr, $answer:ty) => {
+        impl $crate::Request for $t {
+            const METHOD: $crate::Method = $crate::Method::$method;
+            const ROUTE: &'static str = $route;
+            type Response = $answer;
+        }
+    };
+    ($t:ty, $method:ident, $route:expr, $answer:ty, json) => {
+        impl $crate::Request for $t {
+            const METHOD: $crate::Method = $crate::Method::$method;
+            const ROUTE: &'static str = $route;
+            type Response = $answer;
+            fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+                $crate::json_body(self)
+            }
+        }
+    };
+    ($t:ty, $method:ident, $route:expr, $answer:ty, path |$r:ident| $path:expr) => {
+        impl $crate::Request for $t {
+            const METHOD: $crate::Method = $crate::Method::$method;
+            const ROUTE: &'static str = $route;
+            type Response = $answer;
+            fn path(&self) -> String {
+                let $r = self;
+                $path
+            }
+        }
+    };
+}
+pub(crate) use request;
+
 /// Implements [`Answer`] for JSON answer types.
 macro_rules! json_answers {
     ($($t:ty),* $(,)?) => {

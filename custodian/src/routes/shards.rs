@@ -1,6 +1,7 @@
 //! Shards: deposit (enroller), release (the owner), delete (enroller, admin) and the
 //! admin listing.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,14 +10,16 @@ use base64::Engine;
 use certs::{Role, SpiffeId};
 use hsm::SealContext;
 use sha2::{Digest, Sha256};
-use shard::ShardEnvelope;
+use shard::{SecretId, ShardEnvelope};
 use wire::custodian::{
     DeleteResponse, Deposit, DepositResponse, EpochQuery, List, ListResponse, ReleaseResponse,
     ShardInfo,
 };
 use wire::Reason;
 
-use super::{ctx, device_error, event, parse_id, refuse, require, ApiError, Peer, Shared, B64};
+use super::{
+    ctx, device_error, event, parse_id, refuse, require, ApiError, AppState, Peer, Shared, B64,
+};
 use crate::store::{DepositOutcome, NewShard};
 
 pub(crate) async fn deposit(
@@ -175,31 +178,38 @@ enum Lookup {
     },
 }
 
+/// What the routes on one secret check first, each refusal audited as `op`: the secret
+/// id, the caller's role and the epoch query.
+async fn one_secret(
+    s: &AppState,
+    peer: &Peer,
+    op: &'static str,
+    raw_id: &str,
+    roles: &[Role],
+    query: Result<Query<EpochQuery>, QueryRejection>,
+) -> Result<(SecretId, String, EpochQuery), ApiError> {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(s, peer, op, "", -1, e).await),
+    };
+    let sid = id.to_string();
+    if let Err(e) = require(s, peer, roles) {
+        return Err(refuse(s, peer, op, &sid, -1, e).await);
+    }
+    let Ok(Query(q)) = query else {
+        let e = ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidQuery);
+        return Err(refuse(s, peer, op, &sid, -1, e).await);
+    };
+    Ok((id, sid, q))
+}
+
 pub(crate) async fn release(
     State(s): State<Shared>,
     Extension(peer): Extension<Peer>,
     Path(raw_id): Path<String>,
-    query: Result<Query<EpochQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<EpochQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = match parse_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(&s, &peer, "release", "", -1, e).await),
-    };
-    let sid = id.to_string();
-    if let Err(e) = require(&s, &peer, &[Role::User]) {
-        return Err(refuse(&s, &peer, "release", &sid, -1, e).await);
-    }
-    let Ok(Query(q)) = query else {
-        return Err(refuse(
-            &s,
-            &peer,
-            "release",
-            &sid,
-            -1,
-            ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidQuery),
-        )
-        .await);
-    };
+    let (id, sid, q) = one_secret(&s, &peer, "release", &raw_id, &[Role::User], query).await?;
     if let Err(wait) = s.limiter.check(&peer.0.to_string()) {
         let err = refuse(
             &s,
@@ -348,27 +358,17 @@ pub(crate) async fn delete(
     State(s): State<Shared>,
     Extension(peer): Extension<Peer>,
     Path(raw_id): Path<String>,
-    query: Result<Query<EpochQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<EpochQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = match parse_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(&s, &peer, "delete", "", -1, e).await),
-    };
-    let sid = id.to_string();
-    if let Err(e) = require(&s, &peer, &[Role::Enroller, Role::Admin]) {
-        return Err(refuse(&s, &peer, "delete", &sid, -1, e).await);
-    }
-    let Ok(Query(q)) = query else {
-        return Err(refuse(
-            &s,
-            &peer,
-            "delete",
-            &sid,
-            -1,
-            ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidQuery),
-        )
-        .await);
-    };
+    let (id, sid, q) = one_secret(
+        &s,
+        &peer,
+        "delete",
+        &raw_id,
+        &[Role::Enroller, Role::Admin],
+        query,
+    )
+    .await?;
     let store = s.store.clone();
     let audit = event(&peer, "delete", &sid, -1, "ok", "");
     match tokio::task::spawn_blocking(move || store.delete(&id, q.epoch, audit)).await {
