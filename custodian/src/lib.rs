@@ -3,6 +3,7 @@
 //!
 //! The binary (`custodian init | serve | audit verify | rotate | reseal`) is a thin
 //! shell over this library; integration tests drive the binary as a real process.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;

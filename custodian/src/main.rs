@@ -1,4 +1,5 @@
 //! `custodian`: init (provision the device key), serve, audit verify, rotate, reseal.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

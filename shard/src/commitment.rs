@@ -10,7 +10,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle_eq::ct_eq;
 
-use crate::envelope::Salt;
+use crate::salt::Salt;
 use crate::ShareBytes;
 
 /// A 32-byte salted commitment to one shard.

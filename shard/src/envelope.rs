@@ -19,9 +19,10 @@
 
 use std::fmt;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::commitment::Commitment;
+use crate::salt::Salt;
 use crate::{Error, SecretId, ShareBytes, Threshold, MAX_SECRET_LEN};
 
 /// Version of the envelope layout written by this build.
@@ -47,17 +48,6 @@ pub struct ShardEnvelope {
     pub salt: Salt,
     /// Share value.
     pub share: ShareBytes,
-}
-
-/// A 32-byte commitment salt. Zeroized on drop, never printed.
-#[derive(Clone, PartialEq, Eq, Zeroize)]
-#[zeroize(drop)]
-pub struct Salt(pub [u8; 32]);
-
-impl fmt::Debug for Salt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Salt(..)")
-    }
 }
 
 impl fmt::Debug for ShardEnvelope {

@@ -19,12 +19,13 @@ mod id;
 mod manifest;
 mod recover;
 pub mod rng;
+mod salt;
 mod secret;
 mod split;
 
 pub use commitment::Commitment;
 pub use deal::{combine_envelopes, commitments, deal};
-pub use envelope::{Salt, ShardEnvelope, ENVELOPE_VERSION, MAX_ENVELOPE_LEN};
+pub use envelope::{ShardEnvelope, ENVELOPE_VERSION, MAX_ENVELOPE_LEN};
 pub use error::Error;
 pub use id::{validate_name, CustodianId, SecretId};
 pub use manifest::{
@@ -33,5 +34,6 @@ pub use manifest::{
 pub use p256;
 pub use rand;
 pub use recover::{check_returned, combine_verified, Fault, RecoverError, Recovered, Returned};
+pub use salt::Salt;
 pub use secret::{Secret, ShareBytes, MAX_SECRET_LEN};
 pub use split::{combine, split, IndexedShare, Threshold, MAX_SHARDS};
