@@ -13,6 +13,25 @@ use x509_parser::extensions::GeneralName;
 
 use crate::Error;
 
+/// `FromStr` through the type's checking `new`, and `Display` as the checked text.
+macro_rules! checked_text {
+    ($ty:ident) => {
+        impl FromStr for $ty {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Self::new(s)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// The URI scheme every SPIFFE id starts with.
 const SCHEME: &str = "spiffe://";
 
@@ -79,19 +98,7 @@ impl TrustDomain {
     }
 }
 
-impl FromStr for TrustDomain {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::new(s)
-    }
-}
-
-impl fmt::Display for TrustDomain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+checked_text!(TrustDomain);
 
 /// What a certificate's holder is allowed to be: the second-to-last segment of a SPIFFE id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,19 +191,7 @@ impl Name {
     }
 }
 
-impl FromStr for Name {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::new(s)
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+checked_text!(Name);
 
 /// A workload or user identity, `spiffe://<trust-domain>/<role>/<name>`.
 ///

@@ -44,6 +44,8 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         Register { name } | Login { name } | Unlock { name } => Some(*name),
         Admin { .. } | Enroll | Release => None,
     };
+    // What a custodian did, on the per-custodian line of a recovery.
+    let release = |words: &str| matches!(site, Release).then(|| words.to_owned());
     match reason {
         Reason::InvitationUnknown => name.map(|name| {
             format!(
@@ -130,36 +132,19 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
             "its token cannot produce randomness, so nothing was enrolled; tell the operator"
                 .into(),
         ),
-        Reason::InvalidSecretLength => match site {
-            Enroll => Some("a secret must be 1 byte to 64 KiB".into()),
-            _ => None,
-        },
-        Reason::NotFound => match site {
-            Release => Some("has no shard of this secret for you".into()),
-            _ => None,
-        },
-        Reason::SealedBlobIntegrity => match site {
-            Release => {
-                Some("its stored shard is damaged (the seal's integrity check failed)".into())
-            }
-            _ => None,
-        },
-        Reason::DeviceUnavailable => match site {
-            Release => Some("its TPM or HSM is unavailable".into()),
-            _ => None,
-        },
-        Reason::RateLimited => match site {
-            Release => Some("is rate-limiting us; try again shortly".into()),
-            _ => None,
-        },
-        Reason::AuditUnavailable => match site {
-            Release => Some("cannot write its audit log, so it releases nothing".into()),
-            _ => None,
-        },
-        Reason::SealedBlobContext | Reason::SealedBlobMalformed => match site {
-            Release => Some("its stored shard is damaged".into()),
-            _ => None,
-        },
+        Reason::InvalidSecretLength => {
+            matches!(site, Enroll).then(|| "a secret must be 1 byte to 64 KiB".into())
+        }
+        Reason::NotFound => release("has no shard of this secret for you"),
+        Reason::SealedBlobIntegrity => {
+            release("its stored shard is damaged (the seal's integrity check failed)")
+        }
+        Reason::DeviceUnavailable => release("its TPM or HSM is unavailable"),
+        Reason::RateLimited => release("is rate-limiting us; try again shortly"),
+        Reason::AuditUnavailable => release("cannot write its audit log, so it releases nothing"),
+        Reason::SealedBlobContext | Reason::SealedBlobMalformed => {
+            release("its stored shard is damaged")
+        }
         // The reason alone says it, or the caller words it (a failed enrollment lists its
         // custodians; a missing secret is its own error).
         Reason::NoSuchRoute

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const BUCKETS_MS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
@@ -13,6 +13,11 @@ struct Histogram {
     counts: [u64; 11],
     sum_ms: f64,
     total: u64,
+}
+
+/// A poisoned counter lock is still usable: a panic cannot leave a count half-written.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// In-process metrics.
@@ -26,14 +31,9 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one request.
     pub fn observe(&self, route: &'static str, status: u16, took: Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route, status))
-            .or_default() += 1;
+        *locked(&self.requests).entry((route, status)).or_default() += 1;
         let ms = took.as_secs_f64() * 1000.0;
-        let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lat = locked(&self.latency);
         let h = lat.entry(route).or_default();
         let i = BUCKETS_MS
             .iter()
@@ -46,36 +46,21 @@ impl Metrics {
 
     /// Counts one refused handshake.
     pub fn handshake_refused(&self, reason: &'static str) {
-        *self
-            .handshakes_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        *locked(&self.handshakes_refused).entry(reason).or_default() += 1;
     }
 
     /// Prometheus text exposition, with `shards_stored` as a gauge.
     pub fn render(&self, shards_stored: Option<u64>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# TYPE custodian_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((route, status), n) in locked(&self.requests).iter() {
             let _ = writeln!(
                 out,
                 "custodian_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# TYPE custodian_request_duration_ms histogram");
-        for (route, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (route, h) in locked(&self.latency).iter() {
             let mut cum = 0;
             for (i, b) in BUCKETS_MS.iter().enumerate() {
                 cum += h.counts[i];
@@ -101,12 +86,7 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# TYPE custodian_handshakes_refused_total counter");
-        for (reason, n) in self
-            .handshakes_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (reason, n) in locked(&self.handshakes_refused).iter() {
             let _ = writeln!(
                 out,
                 "custodian_handshakes_refused_total{{reason=\"{reason}\"}} {n}"

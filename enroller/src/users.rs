@@ -325,29 +325,29 @@ impl Db {
     /// A successful login: clears the user's failure count and takes back the count
     /// [`Db::begin_attempt`] charged to `source`.
     pub fn record_success(&self, name: &str, source: &str) -> Result<(), DbError> {
-        let mut c = self.conn();
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        self.take_back(
+            name,
+            source,
             "UPDATE users SET failures = 0 WHERE name = ?1",
-            params![name],
-        )?;
-        tx.execute(
-            "UPDATE source_failures SET failures = max(failures - 1, 0) WHERE source = ?1",
-            params![source],
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// Takes back the count of an attempt that was not a wrong guess (the password was
     /// right and only the TOTP code was missing).
     pub fn refund_attempt(&self, name: &str, source: &str) -> Result<(), DbError> {
+        self.take_back(
+            name,
+            source,
+            "UPDATE users SET failures = max(failures - 1, 0) WHERE name = ?1",
+        )
+    }
+
+    /// Applies `user_update` to the user's row and takes one failure back from
+    /// `source`, in one transaction.
+    fn take_back(&self, name: &str, source: &str, user_update: &str) -> Result<(), DbError> {
         let mut c = self.conn();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE users SET failures = max(failures - 1, 0) WHERE name = ?1",
-            params![name],
-        )?;
+        tx.execute(user_update, params![name])?;
         tx.execute(
             "UPDATE source_failures SET failures = max(failures - 1, 0) WHERE source = ?1",
             params![source],

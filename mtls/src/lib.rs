@@ -205,7 +205,7 @@ impl Client {
         Ok(send)
     }
 
-    /// Sends one request and returns the status and body.
+    /// Sends one request and returns the status and body, within the client's deadline.
     pub async fn request(
         &self,
         method: Method,
@@ -214,70 +214,54 @@ impl Client {
     ) -> Result<(StatusCode, Bytes), Error> {
         let addr = self.addr;
         let deadline = self.deadline;
-        tokio::time::timeout(deadline, self.exchange(method, path, body))
+        let transport = |e: &(dyn std::error::Error + 'static)| Error::Transport {
+            addr,
+            reason: error_chain(e),
+        };
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        // One request on the kept connection, or on a new one.
+        let exchange = async {
+            let mut guard = self.conn.lock().await;
+            // One retry on a fresh connection when a kept-alive one turns out closed.
+            for attempt in 0..2 {
+                let mut send = match guard.take() {
+                    Some(s) if !s.is_closed() => s,
+                    _ => self.connect().await?,
+                };
+                if send.ready().await.is_err() {
+                    continue;
+                }
+                let mut req = hyper::Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .header("host", "custodian");
+                if has_body {
+                    req = req.header("content-type", "application/json");
+                }
+                let req = req
+                    .body(Full::new(body.clone()))
+                    .map_err(|e| transport(&e))?;
+                match send.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let collected = resp.into_body().collect().await;
+                        let bytes = collected.map_err(|e| transport(&e))?.to_bytes();
+                        *guard = Some(send);
+                        return Ok((status, bytes));
+                    }
+                    Err(e) if attempt == 0 && e.is_canceled() => continue,
+                    Err(e) => return Err(transport(&e)),
+                }
+            }
+            Err(Error::Transport {
+                addr,
+                reason: "connection closed".into(),
+            })
+        };
+        tokio::time::timeout(deadline, exchange)
             .await
             .map_err(|_| Error::Timeout { addr, deadline })?
-    }
-
-    /// One request on the kept connection, or on a new one; no deadline of its own.
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), Error> {
-        let addr = self.addr;
-        let mut guard = self.conn.lock().await;
-        // One retry on a fresh connection when a kept-alive one turns out closed.
-        for attempt in 0..2 {
-            let mut send = match guard.take() {
-                Some(s) if !s.is_closed() => s,
-                _ => self.connect().await?,
-            };
-            if send.ready().await.is_err() {
-                continue;
-            }
-            let mut req = hyper::Request::builder()
-                .method(method.clone())
-                .uri(path)
-                .header("host", "custodian");
-            if body.is_some() {
-                req = req.header("content-type", "application/json");
-            }
-            let req = req
-                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
-                .map_err(|e| Error::Transport {
-                    addr,
-                    reason: error_chain(&e),
-                })?;
-            match send.send_request(req).await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let bytes = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| Error::Transport {
-                            addr,
-                            reason: error_chain(&e),
-                        })?
-                        .to_bytes();
-                    *guard = Some(send);
-                    return Ok((status, bytes));
-                }
-                Err(e) if attempt == 0 && e.is_canceled() => continue,
-                Err(e) => {
-                    return Err(Error::Transport {
-                        addr,
-                        reason: error_chain(&e),
-                    })
-                }
-            }
-        }
-        Err(Error::Transport {
-            addr,
-            reason: "connection closed".into(),
-        })
     }
 
     /// Sends a request of the project's wire and decodes its typed answer; a refusal

@@ -6,6 +6,35 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 
+/// The reading half both secret holders share: `expose`, `len`, `is_empty`, and a
+/// `Debug` that prints only the length.
+macro_rules! secret_bytes {
+    ($ty:ident, $expose:literal, $empty:literal) => {
+        impl $ty {
+            #[doc = $expose]
+            pub fn expose(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// Length in bytes.
+            pub fn len(&self) -> usize {
+                self.0.len()
+            }
+
+            #[doc = $empty]
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "({} bytes)"), self.0.len())
+            }
+        }
+    };
+}
+
 /// Largest secret the system escrows.
 pub const MAX_SECRET_LEN: usize = 64 * 1024;
 
@@ -28,28 +57,13 @@ impl Secret {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
         Secret::new(bytes.to_vec())
     }
-
-    /// The secret bytes. Keep the borrow short.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Always false: a secret has at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
+secret_bytes!(
+    Secret,
+    "The secret bytes. Keep the borrow short.",
+    "Always false: a secret has at least one byte."
+);
 
 /// The value bytes of one Shamir share (without its index). Zeroized on drop;
 /// `Debug` prints only the length.
@@ -62,28 +76,13 @@ impl ShareBytes {
     pub fn new(bytes: Vec<u8>) -> Self {
         ShareBytes(bytes)
     }
-
-    /// The share bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when empty (never for a share made by [`crate::split`]).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
-impl fmt::Debug for ShareBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ShareBytes({} bytes)", self.0.len())
-    }
-}
+secret_bytes!(
+    ShareBytes,
+    "The share bytes.",
+    "True when empty (never for a share made by [`crate::split`])."
+);
 
 #[cfg(test)]
 mod tests {

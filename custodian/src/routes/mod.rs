@@ -74,6 +74,33 @@ impl ApiError {
     fn new(status: StatusCode, reason: Reason) -> Self {
         ApiError { status, reason }
     }
+
+    /// A malformed request (400).
+    fn bad(reason: Reason) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, reason)
+    }
+
+    /// A failure of ours (500).
+    fn ours(reason: Reason) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+    }
+}
+
+/// Runs `work` on the blocking pool. A store error is logged as `"{what} failed"` and
+/// refused as [`Reason::Storage`]; a task that died is refused as [`Reason::Internal`].
+pub(crate) async fn blocking<T, F>(what: &'static str, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, op = what, "{what} failed");
+            Err(ApiError::ours(Reason::Storage))
+        }
+        Err(_) => Err(ApiError::ours(Reason::Internal)),
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -186,7 +213,7 @@ pub(crate) fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<(), A
 
 pub(crate) fn parse_id(raw: &str) -> Result<SecretId, ApiError> {
     raw.parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretId))
+        .map_err(|_| ApiError::bad(Reason::InvalidSecretId))
 }
 
 pub(crate) fn ctx(s: &AppState, env_id: SecretId, index: u8, epoch: u32) -> SealContext {
@@ -199,29 +226,16 @@ pub(crate) fn ctx(s: &AppState, env_id: SecretId, index: u8, epoch: u32) -> Seal
 }
 
 pub(crate) fn device_error(e: &hsm::Error) -> ApiError {
-    match e {
+    let reason = match e {
         hsm::Error::DeviceUnavailable(_) | hsm::Error::TokenNotFound(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Reason::DeviceUnavailable)
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Reason::DeviceUnavailable)
         }
-        hsm::Error::Integrity => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::SealedBlobIntegrity,
-        ),
-        hsm::Error::ContextMismatch => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Reason::SealedBlobContext)
-        }
-        hsm::Error::ForeignDevice => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::SealedBlobForeignDevice,
-        ),
-        hsm::Error::Malformed(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::SealedBlobMalformed,
-        ),
-        hsm::Error::UnknownKeyVersion(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::SealedBlobKeyVersion,
-        ),
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Reason::DeviceError),
-    }
+        hsm::Error::Integrity => Reason::SealedBlobIntegrity,
+        hsm::Error::ContextMismatch => Reason::SealedBlobContext,
+        hsm::Error::ForeignDevice => Reason::SealedBlobForeignDevice,
+        hsm::Error::Malformed(_) => Reason::SealedBlobMalformed,
+        hsm::Error::UnknownKeyVersion(_) => Reason::SealedBlobKeyVersion,
+        _ => Reason::DeviceError,
+    };
+    ApiError::ours(reason)
 }

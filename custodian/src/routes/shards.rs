@@ -17,8 +17,11 @@ use wire::custodian::{
 };
 use wire::Reason;
 
+use zeroize::Zeroizing;
+
 use super::{
-    ctx, device_error, event, parse_id, refuse, require, ApiError, AppState, Peer, Shared, B64,
+    blocking, ctx, device_error, event, parse_id, refuse, require, ApiError, AppState, Peer,
+    Shared, B64,
 };
 use crate::store::{DepositOutcome, NewShard};
 
@@ -27,63 +30,9 @@ pub(crate) async fn deposit(
     Extension(peer): Extension<Peer>,
     body: Result<Json<Deposit>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = require(&s, &peer, &[Role::Enroller]) {
-        return Err(refuse(&s, &peer, "deposit", "", -1, e).await);
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            // The body limit surfaces here as a JSON rejection, not as a response
-            // the middleware could rewrite: keep its 413.
-            let err = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge)
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidBody)
-            };
-            return Err(refuse(&s, &peer, "deposit", "", -1, err).await);
-        }
-    };
-    let owner: SpiffeId = match req.owner.parse::<SpiffeId>() {
-        Ok(o) if o.role() == Role::User && o.trust_domain() == &s.trust_domain => o,
-        _ => {
-            return Err(refuse(
-                &s,
-                &peer,
-                "deposit",
-                "",
-                -1,
-                ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidOwner),
-            )
-            .await)
-        }
-    };
-    let raw = match B64.decode(req.envelope.as_bytes()) {
-        Ok(r) => zeroize::Zeroizing::new(r),
-        Err(_) => {
-            return Err(refuse(
-                &s,
-                &peer,
-                "deposit",
-                "",
-                -1,
-                ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidEnvelope),
-            )
-            .await)
-        }
-    };
-    let env = match ShardEnvelope::decode(&raw) {
-        Ok(e) => e,
-        Err(_) => {
-            return Err(refuse(
-                &s,
-                &peer,
-                "deposit",
-                "",
-                -1,
-                ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidEnvelope),
-            )
-            .await)
-        }
+    let (owner, raw, env) = match check_deposit(&s, &peer, body) {
+        Ok(checked) => checked,
+        Err(e) => return Err(refuse(&s, &peer, "deposit", "", -1, e).await),
     };
     let sid = env.secret_id.to_string();
     let context = ctx(&s, env.secret_id, env.index, env.epoch);
@@ -94,22 +43,10 @@ pub(crate) async fn deposit(
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::error!(error = %e, secret_id = %sid, "seal failed");
-            return Err(refuse(
-                &s,
-                &peer,
-                "deposit",
-                &sid,
-                i64::from(env.index),
-                device_error(&e),
-            )
-            .await);
+            let index = i64::from(env.index);
+            return Err(refuse(&s, &peer, "deposit", &sid, index, device_error(&e)).await);
         }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Internal,
-            ))
-        }
+        Err(_) => return Err(ApiError::ours(Reason::Internal)),
     };
     let key_version = hsm::BlobHeader::decode(&blob)
         .map(|(h, _)| h.key_version)
@@ -127,7 +64,7 @@ pub(crate) async fn deposit(
     };
     let store = s.store.clone();
     let audit = event(&peer, "deposit", &sid, i64::from(env.index), "ok", "");
-    let outcome = tokio::task::spawn_blocking(move || store.deposit(&row, audit)).await;
+    let outcome = blocking("deposit", move || store.deposit(&row, audit)).await?;
     let resp = |already_stored| DepositResponse {
         secret_id: sid.clone(),
         epoch: env.epoch,
@@ -136,32 +73,48 @@ pub(crate) async fn deposit(
         already_stored,
     };
     match outcome {
-        Ok(Ok(DepositOutcome::Stored)) => {
+        DepositOutcome::Stored => {
             tracing::info!(peer = %peer.0, secret_id = %sid, index = env.index, epoch = env.epoch, "deposit stored");
             Ok((StatusCode::CREATED, Json(resp(false))).into_response())
         }
-        Ok(Ok(DepositOutcome::AlreadyStored)) => {
-            Ok((StatusCode::OK, Json(resp(true))).into_response())
-        }
-        Ok(Ok(DepositOutcome::Conflict)) => {
+        DepositOutcome::AlreadyStored => Ok((StatusCode::OK, Json(resp(true))).into_response()),
+        DepositOutcome::Conflict => {
             tracing::warn!(peer = %peer.0, secret_id = %sid, "deposit conflicts with the stored shard");
             Err(ApiError::new(
                 StatusCode::CONFLICT,
                 Reason::DifferentShardStored,
             ))
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, secret_id = %sid, "deposit not stored");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Storage,
-            ))
-        }
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::Internal,
-        )),
     }
+}
+
+/// What a deposit is checked for before anything is sealed: the caller's role, the
+/// body, the owner and the envelope.
+fn check_deposit(
+    s: &AppState,
+    peer: &Peer,
+    body: Result<Json<Deposit>, axum::extract::rejection::JsonRejection>,
+) -> Result<(SpiffeId, Zeroizing<Vec<u8>>, ShardEnvelope), ApiError> {
+    require(s, peer, &[Role::Enroller])?;
+    let Json(req) = body.map_err(|rejection| {
+        // The body limit surfaces here as a JSON rejection, not as a response the
+        // middleware could rewrite: keep its 413.
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge)
+        } else {
+            ApiError::bad(Reason::InvalidBody)
+        }
+    })?;
+    let owner = match req.owner.parse::<SpiffeId>() {
+        Ok(o) if o.role() == Role::User && o.trust_domain() == &s.trust_domain => o,
+        _ => return Err(ApiError::bad(Reason::InvalidOwner)),
+    };
+    let raw = B64
+        .decode(req.envelope.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
+    let env = ShardEnvelope::decode(&raw).map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
+    Ok((owner, raw, env))
 }
 
 /// What the blocking half of a release found.
@@ -174,7 +127,7 @@ enum Lookup {
     Found {
         index: u8,
         epoch: u32,
-        unsealed: Result<zeroize::Zeroizing<Vec<u8>>, hsm::Error>,
+        unsealed: Result<Zeroizing<Vec<u8>>, hsm::Error>,
     },
 }
 
@@ -197,7 +150,7 @@ async fn one_secret(
         return Err(refuse(s, peer, op, &sid, -1, e).await);
     }
     let Ok(Query(q)) = query else {
-        let e = ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidQuery);
+        let e = ApiError::bad(Reason::InvalidQuery);
         return Err(refuse(s, peer, op, &sid, -1, e).await);
     };
     Ok((id, sid, q))
@@ -233,7 +186,7 @@ pub(crate) async fn release(
     let custodian_id = s.name.as_str().to_owned();
     let owner = peer.0.to_string();
     let epoch = q.epoch;
-    let found = tokio::task::spawn_blocking(move || -> Result<Lookup, crate::store::StoreError> {
+    let found = blocking("release lookup", move || {
         let Some(row) = store.fetch(&id, epoch)? else {
             return Ok(Lookup::Missing);
         };
@@ -255,62 +208,31 @@ pub(crate) async fn release(
         })
     })
     .await;
-    let (index, epoch, unsealed) = match found {
-        Ok(Ok(Lookup::Found {
+    let (index, epoch, unsealed) = match found? {
+        Lookup::Found {
             index,
             epoch,
             unsealed,
-        })) => (index, epoch, unsealed),
+        } => (index, epoch, unsealed),
         // Another user's secret is answered exactly like a missing one, so that ids
         // cannot be probed; the audit row records the difference.
-        Ok(Ok(Lookup::NotOwner)) => {
+        Lookup::NotOwner => {
             tracing::warn!(peer = %peer.0, secret_id = %sid, "release refused: not the owner");
             s.journal
                 .record(event(&peer, "release", &sid, -1, "refused", "not_owner"))
                 .await;
             return Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound));
         }
-        Ok(Ok(Lookup::Missing)) => {
-            return Err(refuse(
-                &s,
-                &peer,
-                "release",
-                &sid,
-                -1,
-                ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound),
-            )
-            .await)
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "release lookup failed");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Storage,
-            ));
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Internal,
-            ))
+        Lookup::Missing => {
+            let e = ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound);
+            return Err(refuse(&s, &peer, "release", &sid, -1, e).await);
         }
     };
     let envelope = match unsealed {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, secret_id = %sid, index, "unseal failed");
-            let err = device_error(&e);
-            s.journal
-                .record(event(
-                    &peer,
-                    "release",
-                    &sid,
-                    i64::from(index),
-                    "failed",
-                    err.reason.as_str(),
-                ))
-                .await;
-            return Err(err);
+            return Err(failed(&s, &peer, &sid, index, device_error(&e)).await);
         }
     };
     // The sealed context already binds id, index and epoch; decoding once more
@@ -318,20 +240,8 @@ pub(crate) async fn release(
     match ShardEnvelope::decode(&envelope) {
         Ok(env) if env.secret_id == id && env.index == index && env.epoch == epoch => {}
         _ => {
-            s.journal
-                .record(event(
-                    &peer,
-                    "release",
-                    &sid,
-                    i64::from(index),
-                    "failed",
-                    Reason::StoredEnvelopeInvalid.as_str(),
-                ))
-                .await;
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::StoredEnvelopeInvalid,
-            ));
+            let e = ApiError::ours(Reason::StoredEnvelopeInvalid);
+            return Err(failed(&s, &peer, &sid, index, e).await);
         }
     }
     if !s
@@ -349,9 +259,23 @@ pub(crate) async fn release(
         secret_id: sid,
         epoch,
         index,
-        envelope: zeroize::Zeroizing::new(B64.encode(&*envelope)),
+        envelope: Zeroizing::new(B64.encode(&*envelope)),
     };
     Ok(Json(body).into_response())
+}
+
+/// Audits a release of shard `index` that failed on our side, and returns `err`.
+async fn failed(s: &AppState, peer: &Peer, sid: &str, index: u8, err: ApiError) -> ApiError {
+    let row = event(
+        peer,
+        "release",
+        sid,
+        i64::from(index),
+        "failed",
+        err.reason.as_str(),
+    );
+    s.journal.record(row).await;
+    err
 }
 
 pub(crate) async fn delete(
@@ -371,23 +295,12 @@ pub(crate) async fn delete(
     .await?;
     let store = s.store.clone();
     let audit = event(&peer, "delete", &sid, -1, "ok", "");
-    match tokio::task::spawn_blocking(move || store.delete(&id, q.epoch, audit)).await {
-        Ok(Ok(0)) => Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound)),
-        Ok(Ok(n)) => {
+    match blocking("delete", move || store.delete(&id, q.epoch, audit)).await? {
+        0 => Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound)),
+        n => {
             tracing::info!(peer = %peer.0, secret_id = %sid, rows = n, "deleted");
             Ok(Json(DeleteResponse { deleted: n }).into_response())
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "delete failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Storage,
-            ))
-        }
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::Internal,
-        )),
     }
 }
 
@@ -396,58 +309,23 @@ pub(crate) async fn list(
     Extension(peer): Extension<Peer>,
     query: Result<Query<List>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = require(&s, &peer, &[Role::Admin]) {
-        return Err(refuse(&s, &peer, "list", "", -1, e).await);
-    }
-    let Ok(Query(q)) = query else {
-        return Err(refuse(
-            &s,
-            &peer,
-            "list",
-            "",
-            -1,
-            ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidQuery),
-        )
-        .await);
-    };
-    let after = match q.after.as_deref().map(parse_id).transpose() {
-        Ok(a) => a,
+    let checked = require(&s, &peer, &[Role::Admin]).and_then(|()| {
+        let Ok(Query(q)) = query else {
+            return Err(ApiError::bad(Reason::InvalidQuery));
+        };
+        let after = q.after.as_deref().map(parse_id).transpose()?;
+        Ok((after, q.limit.unwrap_or(100).clamp(1, 1000)))
+    });
+    let (after, limit) = match checked {
+        Ok(c) => c,
         Err(e) => return Err(refuse(&s, &peer, "list", "", -1, e).await),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let store = s.store.clone();
-    let rows = match tokio::task::spawn_blocking(move || store.list(after.as_ref(), limit)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "list failed");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Storage,
-            ));
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Internal,
-            ))
-        }
-    };
-    let next_after = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.secret_id.clone()))
+    let shards: Vec<ShardInfo> =
+        blocking("list", move || store.list(after.as_ref(), limit)).await?;
+    let next_after = (shards.len() == limit as usize)
+        .then(|| shards.last().map(|r| r.secret_id.clone()))
         .flatten();
-    let shards = rows
-        .into_iter()
-        .map(|r| ShardInfo {
-            secret_id: r.secret_id,
-            epoch: r.epoch,
-            index: r.index,
-            owner: r.owner,
-            size: r.size,
-            sealed_size: r.sealed_size,
-            key_version: r.key_version,
-            created_at: r.created_at,
-        })
-        .collect();
     s.journal
         .record(event(&peer, "list", "", -1, "ok", ""))
         .await;

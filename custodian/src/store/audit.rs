@@ -6,7 +6,7 @@
 //! newest rows were cut off by someone who can write the database file; the
 //! README says so.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::{now, Store, StoreError};
@@ -26,6 +26,17 @@ pub struct AuditEvent {
     pub outcome: &'static str,
     /// Machine-readable reason (empty for ok).
     pub reason: String,
+}
+
+impl AuditEvent {
+    /// The same event, recorded as refused for `reason`.
+    pub fn refused(self, reason: &str) -> AuditEvent {
+        AuditEvent {
+            outcome: "refused",
+            reason: reason.to_owned(),
+            ..self
+        }
+    }
 }
 
 /// A row of the audit log as stored.
@@ -80,11 +91,16 @@ fn chain_hash(prev: &[u8; 32], seq: i64, at: i64, fields: [&str; 5], index: i64)
     h.update(index.to_be_bytes());
     h.finalize().into()
 }
+
+/// Where the chain ends: the newest row's sequence number and hash.
+pub(super) type Head = (i64, [u8; 32]);
+
+/// Appends `e` after `head` inside `tx`; returns the new head.
 pub(super) fn append(
     tx: &rusqlite::Transaction<'_>,
-    head: (i64, [u8; 32]),
+    head: Head,
     e: &AuditEvent,
-) -> Result<(i64, [u8; 32]), StoreError> {
+) -> Result<Head, StoreError> {
     let seq = head.0 + 1;
     let at = now();
     let hash = row_hash(&head.1, seq, at, e);
@@ -109,7 +125,7 @@ pub(super) fn append(
 
 /// The newest row's sequence number and hash: where the next row links to
 /// (`(0, [0; 32])` for an empty log).
-pub(super) fn chain_head(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
+pub(super) fn chain_head(conn: &Connection) -> Result<Head, StoreError> {
     let head: Option<(i64, Vec<u8>)> = conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -134,17 +150,12 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut w = self.writer();
-        let mut head = (w.head_seq, w.head_hash);
-        let tx = w
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for e in events {
-            head = append(&tx, head, e)?;
-        }
-        tx.commit()?;
-        (w.head_seq, w.head_hash) = head;
-        Ok(())
+        self.write(|tx, head| {
+            for e in events {
+                *head = append(tx, *head, e)?;
+            }
+            Ok(())
+        })
     }
 
     /// The newest audit rows, newest first.
@@ -154,19 +165,10 @@ impl Store {
                 "SELECT seq, at, event, peer, secret_id, idx, outcome, reason FROM audit ORDER BY seq DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![limit], |r| {
-                let event: String = r.get(2)?;
-                let outcome: String = r.get(6)?;
                 Ok(AuditRow {
                     seq: r.get(0)?,
                     at: r.get(1)?,
-                    event: AuditEvent {
-                        event: intern(&event),
-                        peer: r.get(3)?,
-                        secret_id: r.get(4)?,
-                        index: r.get(5)?,
-                        outcome: intern(&outcome),
-                        reason: r.get(7)?,
-                    },
+                    event: event_of(r)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -185,16 +187,7 @@ impl Store {
             let mut count = 0u64;
             while let Some(r) = rows.next()? {
                 let seq: i64 = r.get(0)?;
-                let event: String = r.get(2)?;
-                let outcome: String = r.get(6)?;
-                let e = AuditEvent {
-                    event: intern(&event),
-                    peer: r.get(3)?,
-                    secret_id: r.get(4)?,
-                    index: r.get(5)?,
-                    outcome: intern(&outcome),
-                    reason: r.get(7)?,
-                };
+                let e = event_of(r)?;
                 let prev_hash: Vec<u8> = r.get(8)?;
                 let hash: Vec<u8> = r.get(9)?;
                 if seq != expected_seq {
@@ -204,6 +197,7 @@ impl Store {
                     return Ok(AuditVerdict::Broken { seq, problem: "does not link to the previous row" });
                 }
                 // Hash the stored text exactly (not the interned form) so any edit shows.
+                let (event, outcome): (String, String) = (r.get(2)?, r.get(6)?);
                 let fields = [event.as_str(), &e.peer, &e.secret_id, outcome.as_str(), &e.reason];
                 if hash[..] != chain_hash(&prev, seq, r.get(1)?, fields, e.index)[..] {
                     return Ok(AuditVerdict::Broken { seq, problem: "contents do not match its hash" });
@@ -236,20 +230,37 @@ fn intern(s: &str) -> &'static str {
     WORDS.iter().find(|w| **w == s).copied().unwrap_or("?")
 }
 
+/// The event of an audit row selected as `seq, at, event, peer, secret_id, idx,
+/// outcome, reason, ...`.
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        event: intern(&r.get::<_, String>(2)?),
+        peer: r.get(3)?,
+        secret_id: r.get(4)?,
+        index: r.get(5)?,
+        outcome: intern(&r.get::<_, String>(6)?),
+        reason: r.get(7)?,
+    })
+}
+
+/// An audit event of `event` about one shard, for tests.
+#[cfg(test)]
+pub(super) fn sample_event(event: &'static str) -> AuditEvent {
+    AuditEvent {
+        event,
+        peer: "spiffe://t/user/alice".into(),
+        secret_id: "00".repeat(16),
+        index: 1,
+        outcome: "ok",
+        reason: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ev(event: &'static str) -> AuditEvent {
-        AuditEvent {
-            event,
-            peer: "spiffe://t/user/alice".into(),
-            secret_id: "00".repeat(16),
-            index: 1,
-            outcome: "ok",
-            reason: String::new(),
-        }
-    }
+    use super::sample_event as ev;
 
     #[test]
     fn audit_chain_detects_edits_and_deletions_and_survives_reopen() {

@@ -26,7 +26,7 @@ mod migrations;
 mod shards;
 
 pub use audit::{AuditEvent, AuditRow, AuditVerdict};
-pub use shards::{DepositOutcome, NewShard, ShardMeta, StoredShard};
+pub use shards::{DepositOutcome, NewShard, StoredShard};
 
 /// Storage errors. None carries shard bytes.
 #[derive(Debug, thiserror::Error)]
@@ -120,13 +120,26 @@ impl Store {
         out
     }
 
-    /// Checks the database answers a write (for health): an empty immediate transaction.
-    pub fn writable(&self) -> Result<(), StoreError> {
+    /// Runs `work` in one immediate write transaction. `work` appends its audit rows
+    /// through the chain head it is given ([`audit::append`]); its rows and those audit
+    /// rows commit together or not at all, and the head moves only on commit.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>, &mut audit::Head) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut w = self.writer();
+        let mut head = (w.head_seq, w.head_hash);
         let tx = w
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = work(&tx, &mut head)?;
         tx.commit()?;
-        Ok(())
+        (w.head_seq, w.head_hash) = head;
+        Ok(out)
+    }
+
+    /// Checks the database answers a write (for health): an empty immediate transaction.
+    pub fn writable(&self) -> Result<(), StoreError> {
+        self.write(|_, _| Ok(()))
     }
 }

@@ -1,7 +1,8 @@
 //! The sealed shard rows: deposit, fetch, delete, re-seal and the admin listing.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use shard::SecretId;
+use wire::custodian::ShardInfo;
 
 use super::audit::{append, AuditEvent};
 use super::{now, Store, StoreError};
@@ -60,27 +61,6 @@ pub enum DepositOutcome {
     Conflict,
 }
 
-/// Metadata of a stored shard for the admin listing (never bytes).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ShardMeta {
-    /// Secret id (hex).
-    pub secret_id: String,
-    /// Epoch.
-    pub epoch: u32,
-    /// Index.
-    pub index: u8,
-    /// Owner identity.
-    pub owner: String,
-    /// Envelope size in bytes.
-    pub size: u32,
-    /// Sealed blob size in bytes.
-    pub sealed_size: u32,
-    /// Key version.
-    pub key_version: u32,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
 /// `epoch, idx, owner, blob, key_version, size, created_at` of a `shards` row.
 type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64);
 
@@ -91,56 +71,50 @@ impl Store {
         shard: &NewShard,
         audit: AuditEvent,
     ) -> Result<DepositOutcome, StoreError> {
-        let mut w = self.writer();
-        let head = (w.head_seq, w.head_hash);
-        let tx = w
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<(Vec<u8>, i64, String)> = tx
-            .prepare_cached(
-                "SELECT digest, idx, owner FROM shards WHERE secret_id = ?1 AND epoch = ?2",
-            )?
-            .query_row(params![&shard.secret_id.as_bytes()[..], shard.epoch], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        let outcome = match existing {
-            Some((digest, idx, owner))
-                if digest == shard.digest
-                    && idx == i64::from(shard.index)
-                    && owner == shard.owner =>
-            {
-                DepositOutcome::AlreadyStored
-            }
-            Some(_) => DepositOutcome::Conflict,
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        self.write(|tx, head| {
+            let existing: Option<(Vec<u8>, i64, String)> = tx
+                .prepare_cached(
+                    "SELECT digest, idx, owner FROM shards WHERE secret_id = ?1 AND epoch = ?2",
                 )?
-                .execute(params![
-                    &shard.secret_id.as_bytes()[..],
-                    shard.epoch,
-                    shard.index,
-                    shard.owner,
-                    shard.blob,
-                    &shard.digest[..],
-                    shard.key_version,
-                    shard.size,
-                    now()
-                ])?;
-                DepositOutcome::Stored
-            }
-        };
-        let mut audit = audit;
-        if outcome == DepositOutcome::Conflict {
-            audit.outcome = "refused";
-            audit.reason = "conflict".into();
-        }
-        let new_head = append(&tx, head, &audit)?;
-        tx.commit()?;
-        (w.head_seq, w.head_hash) = new_head;
-        Ok(outcome)
+                .query_row(params![&shard.secret_id.as_bytes()[..], shard.epoch], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let outcome = match existing {
+                Some((digest, idx, owner))
+                    if digest == shard.digest
+                        && idx == i64::from(shard.index)
+                        && owner == shard.owner =>
+                {
+                    DepositOutcome::AlreadyStored
+                }
+                Some(_) => DepositOutcome::Conflict,
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        &shard.secret_id.as_bytes()[..],
+                        shard.epoch,
+                        shard.index,
+                        shard.owner,
+                        shard.blob,
+                        &shard.digest[..],
+                        shard.key_version,
+                        shard.size,
+                        now()
+                    ])?;
+                    DepositOutcome::Stored
+                }
+            };
+            let audit = match outcome {
+                DepositOutcome::Conflict => audit.refused("conflict"),
+                _ => audit,
+            };
+            *head = append(tx, *head, &audit)?;
+            Ok(outcome)
+        })
     }
 
     /// The shard of `secret_id` at `epoch`, or at its newest epoch when `epoch` is `None`.
@@ -200,30 +174,25 @@ impl Store {
         epoch: Option<u32>,
         audit: AuditEvent,
     ) -> Result<usize, StoreError> {
-        let mut w = self.writer();
-        let head = (w.head_seq, w.head_hash);
-        let tx = w
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = match epoch {
-            Some(e) => tx.execute(
-                "DELETE FROM shards WHERE secret_id = ?1 AND epoch = ?2",
-                params![&secret_id.as_bytes()[..], e],
-            )?,
-            None => tx.execute(
-                "DELETE FROM shards WHERE secret_id = ?1",
-                params![&secret_id.as_bytes()[..]],
-            )?,
-        };
-        let mut audit = audit;
-        if n == 0 {
-            audit.outcome = "refused";
-            audit.reason = "not_found".into();
-        }
-        let new_head = append(&tx, head, &audit)?;
-        tx.commit()?;
-        (w.head_seq, w.head_hash) = new_head;
-        Ok(n)
+        self.write(|tx, head| {
+            let n = match epoch {
+                Some(e) => tx.execute(
+                    "DELETE FROM shards WHERE secret_id = ?1 AND epoch = ?2",
+                    params![&secret_id.as_bytes()[..], e],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM shards WHERE secret_id = ?1",
+                    params![&secret_id.as_bytes()[..]],
+                )?,
+            };
+            let audit = if n == 0 {
+                audit.refused("not_found")
+            } else {
+                audit
+            };
+            *head = append(tx, *head, &audit)?;
+            Ok(n)
+        })
     }
 
     /// Replaces a shard's blob after re-sealing under a newer key version.
@@ -235,23 +204,18 @@ impl Store {
         key_version: u32,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut w = self.writer();
-        let head = (w.head_seq, w.head_hash);
-        let tx = w
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE shards SET blob = ?3, key_version = ?4 WHERE secret_id = ?1 AND epoch = ?2",
-            params![&secret_id.as_bytes()[..], epoch, blob, key_version],
-        )?;
-        let new_head = append(&tx, head, &audit)?;
-        tx.commit()?;
-        (w.head_seq, w.head_hash) = new_head;
-        Ok(())
+        self.write(|tx, head| {
+            tx.execute(
+                "UPDATE shards SET blob = ?3, key_version = ?4 WHERE secret_id = ?1 AND epoch = ?2",
+                params![&secret_id.as_bytes()[..], epoch, blob, key_version],
+            )?;
+            *head = append(tx, *head, &audit)?;
+            Ok(())
+        })
     }
 
     /// Metadata of stored shards ordered by secret id, after `after`, at most `limit`.
-    pub fn list(&self, after: Option<&SecretId>, limit: u32) -> Result<Vec<ShardMeta>, StoreError> {
+    pub fn list(&self, after: Option<&SecretId>, limit: u32) -> Result<Vec<ShardInfo>, StoreError> {
         self.with_reader(|c| {
             let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
             let mut stmt = c.prepare_cached(
@@ -260,7 +224,7 @@ impl Store {
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
                 let id: Vec<u8> = r.get(0)?;
-                Ok(ShardMeta {
+                Ok(ShardInfo {
                     secret_id: hex::encode(id),
                     epoch: r.get(1)?,
                     index: r.get(2)?,
@@ -288,16 +252,7 @@ mod tests {
     use super::*;
     use crate::store::AuditVerdict;
 
-    fn ev(event: &'static str) -> AuditEvent {
-        AuditEvent {
-            event,
-            peer: "spiffe://t/user/alice".into(),
-            secret_id: "00".repeat(16),
-            index: 1,
-            outcome: "ok",
-            reason: String::new(),
-        }
-    }
+    use crate::store::audit::sample_event as ev;
 
     fn shard(digest: u8) -> NewShard {
         NewShard {
