@@ -43,14 +43,11 @@ pub async fn check_health(s: &AppState) -> (StatusCode, HealthResponse) {
         database,
         device_info: info,
     };
-    (
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        body,
-    )
+    let status = match ok {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, body)
 }
 
 pub(crate) async fn health(

@@ -105,21 +105,20 @@ pub(crate) async fn register(
                 .into_response())
         }
         Err(r) => {
-            let reason = match r {
-                RegisterRefusal::Invitation(InvitationState::Expired) => Reason::InvitationExpired,
-                RegisterRefusal::Invitation(InvitationState::Used) => Reason::InvitationUsed,
-                RegisterRefusal::Invitation(_) => Reason::InvitationUnknown,
-                RegisterRefusal::UserExists => Reason::UserExists,
+            let (status, reason) = match r {
+                RegisterRefusal::Invitation(InvitationState::Expired) => {
+                    (StatusCode::FORBIDDEN, Reason::InvitationExpired)
+                }
+                RegisterRefusal::Invitation(InvitationState::Used) => {
+                    (StatusCode::FORBIDDEN, Reason::InvitationUsed)
+                }
+                RegisterRefusal::Invitation(_) => {
+                    (StatusCode::FORBIDDEN, Reason::InvitationUnknown)
+                }
+                RegisterRefusal::UserExists => (StatusCode::CONFLICT, Reason::UserExists),
             };
             tracing::warn!(user = %name, reason = reason.as_str(), "registration refused");
-            Err(ApiError::new(
-                if reason == Reason::UserExists {
-                    StatusCode::CONFLICT
-                } else {
-                    StatusCode::FORBIDDEN
-                },
-                reason,
-            ))
+            Err(ApiError::new(status, reason))
         }
     }
 }
