@@ -93,6 +93,16 @@ pub trait Sealer: Send + Sync {
     }
 }
 
+/// Fills `buf` from the operating system's generator (salts, IVs, data keys, device
+/// ids); a failing generator is a device error, never a weak value.
+#[cfg(any(feature = "pkcs11", feature = "tpm"))]
+fn os_random(buf: &mut [u8]) -> Result<(), Error> {
+    use rand::TryRng;
+    rand::rngs::SysRng
+        .try_fill_bytes(buf)
+        .map_err(|e| Error::Device(format!("operating system random generator: {e}")))
+}
+
 /// Opens the sealer a profile describes (does not provision it). A profile whose
 /// backend this build leaves out (see the crate's features) is
 /// [`Error::BackendNotBuilt`].

@@ -5,164 +5,145 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism as Ck;
 use cryptoki::types::Ulong;
-use rand::rngs::SysRng;
-use rand::TryRng;
 use zeroize::Zeroizing;
 
-use super::keyring::Role;
+use super::keyring::{Role, VersionKeys};
 use super::pool::Lease;
-use super::{Pkcs11Sealer, DEVICE_ID_LEN};
 use crate::blob::HEADER_LEN;
-use crate::{Error, Mechanism, MAX_SHARD_LEN};
+use crate::{os_random, Error, Mechanism, MAX_SHARD_LEN};
 
 const GCM_IV_LEN: usize = 12;
 const GCM_TAG_LEN: usize = 16;
 const AES_BLOCK: usize = 16;
 const HMAC_LEN: usize = 32;
 
-impl Pkcs11Sealer {
-    pub(super) fn seal_gcm(
-        &self,
-        lease: &mut Lease<'_>,
-        header: &[u8; HEADER_LEN],
-        version: u32,
-        device_id: [u8; DEVICE_ID_LEN],
-        shard: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        let key = lease.key(&self.profile.key_label, device_id, version, Role::Enc)?;
-        let iv: [u8; GCM_IV_LEN] = random_iv()?;
-        let mut iv_param = iv;
-        let params =
-            GcmParams::new(&mut iv_param, header, Ulong::new(128)).map_err(|e| lease.note(e))?;
-        let ct = lease
-            .session()
-            .encrypt(&Ck::AesGcm(params), key, shard)
-            .map_err(|e| lease.note(e))?;
-        if ct.len() != shard.len() + GCM_TAG_LEN {
-            return Err(Error::Device(format!(
-                "AES-GCM returned {} bytes for a {}-byte shard",
-                ct.len(),
-                shard.len()
-            )));
+/// The blob for `shard`: `header`, then the body of `mechanism` under `keys`.
+pub(super) fn seal(
+    lease: &mut Lease<'_>,
+    mechanism: Mechanism,
+    header: &[u8; HEADER_LEN],
+    keys: VersionKeys<'_>,
+    shard: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let mut blob = Vec::with_capacity(HEADER_LEN + AES_BLOCK + padded_len(shard.len()) + HMAC_LEN);
+    blob.extend_from_slice(header);
+    match mechanism {
+        Mechanism::AesGcm => {
+            let key = lease.key(keys, Role::Enc)?;
+            let iv: [u8; GCM_IV_LEN] = random_iv()?;
+            let mut iv_param = iv;
+            let params = GcmParams::new(&mut iv_param, header, Ulong::new(128))
+                .map_err(|e| lease.note(e))?;
+            let ct = lease
+                .session()
+                .encrypt(&Ck::AesGcm(params), key, shard)
+                .map_err(|e| lease.note(e))?;
+            expect_len("AES-GCM", &ct, shard.len() + GCM_TAG_LEN)?;
+            blob.extend_from_slice(&iv);
+            blob.extend_from_slice(&ct);
         }
-        let mut blob = Vec::with_capacity(HEADER_LEN + GCM_IV_LEN + ct.len());
-        blob.extend_from_slice(header);
-        blob.extend_from_slice(&iv);
-        blob.extend_from_slice(&ct);
-        Ok(blob)
-    }
-
-    pub(super) fn seal_cbc_hmac(
-        &self,
-        lease: &mut Lease<'_>,
-        header: &[u8; HEADER_LEN],
-        version: u32,
-        device_id: [u8; DEVICE_ID_LEN],
-        shard: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        let label = &self.profile.key_label;
-        let enc = lease.key(label, device_id, version, Role::Enc)?;
-        let mac = lease.key(label, device_id, version, Role::Mac)?;
-        let iv: [u8; AES_BLOCK] = random_iv()?;
-        let padded = pkcs7_pad(shard);
-        let ct = lease
-            .session()
-            .encrypt(&Ck::AesCbc(iv), enc, &padded)
-            .map_err(|e| lease.note(e))?;
-        if ct.len() != padded.len() {
-            return Err(Error::Device(format!(
-                "AES-CBC returned {} bytes for {} padded bytes",
-                ct.len(),
-                padded.len()
-            )));
+        Mechanism::AesCbcPadHmac => {
+            let enc = lease.key(keys, Role::Enc)?;
+            let mac = lease.key(keys, Role::Mac)?;
+            let iv: [u8; AES_BLOCK] = random_iv()?;
+            let padded = pkcs7_pad(shard);
+            let ct = lease
+                .session()
+                .encrypt(&Ck::AesCbc(iv), enc, &padded)
+                .map_err(|e| lease.note(e))?;
+            expect_len("AES-CBC", &ct, padded.len())?;
+            blob.extend_from_slice(&iv);
+            blob.extend_from_slice(&ct);
+            let tag = lease
+                .session()
+                .sign(&Ck::Sha256Hmac, mac, &blob)
+                .map_err(|e| lease.note(e))?;
+            expect_len("HMAC-SHA-256", &tag, HMAC_LEN)?;
+            blob.extend_from_slice(&tag);
         }
-        let mut blob = Vec::with_capacity(HEADER_LEN + AES_BLOCK + ct.len() + HMAC_LEN);
-        blob.extend_from_slice(header);
-        blob.extend_from_slice(&iv);
-        blob.extend_from_slice(&ct);
-        let tag = lease
-            .session()
-            .sign(&Ck::Sha256Hmac, mac, &blob)
-            .map_err(|e| lease.note(e))?;
-        if tag.len() != HMAC_LEN {
-            return Err(Error::Device(format!(
-                "HMAC-SHA-256 returned {} bytes",
-                tag.len()
-            )));
-        }
-        blob.extend_from_slice(&tag);
-        Ok(blob)
-    }
-
-    pub(super) fn unseal_gcm(
-        &self,
-        lease: &mut Lease<'_>,
-        blob: &[u8],
-        version: u32,
-        device_id: [u8; DEVICE_ID_LEN],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let key = lease.key(&self.profile.key_label, device_id, version, Role::Enc)?;
-        let (aad, body) = blob.split_at(HEADER_LEN);
-        let (iv, ct) = body.split_at(GCM_IV_LEN);
-        let mut iv_param = [0u8; GCM_IV_LEN];
-        iv_param.copy_from_slice(iv);
-        let params =
-            GcmParams::new(&mut iv_param, aad, Ulong::new(128)).map_err(|e| lease.note(e))?;
-        match lease.session().decrypt(&Ck::AesGcm(params), key, ct) {
-            Ok(pt) => Ok(Zeroizing::new(pt)),
-            Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-                _,
-            )) => Err(Error::Integrity),
-            // SoftHSM 2.6.1 reports a failed GCM tag check as CKR_GENERAL_ERROR (2.7
-            // says CKR_ENCRYPTED_DATA_INVALID). By this point the header matched this
-            // device and context and the key exists, so a failing C_Decrypt is the tag.
-            Err(CkError::Pkcs11(RvError::GeneralError, Function::Decrypt)) => Err(Error::Integrity),
-            Err(e) => Err(lease.note(e)),
+        Mechanism::TpmSeal => {
+            return Err(Error::Profile(
+                "pkcs11.mechanism must be aes-gcm or aes-cbc-pad-hmac".into(),
+            ))
         }
     }
+    Ok(blob)
+}
 
-    pub(super) fn unseal_cbc_hmac(
-        &self,
-        lease: &mut Lease<'_>,
-        blob: &[u8],
-        version: u32,
-        device_id: [u8; DEVICE_ID_LEN],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let label = &self.profile.key_label;
-        let mac = lease.key(label, device_id, version, Role::Mac)?;
-        let (authenticated, tag) = blob.split_at(blob.len() - HMAC_LEN);
-        match lease
-            .session()
-            .verify(&Ck::Sha256Hmac, mac, authenticated, tag)
-        {
-            Ok(()) => {}
-            Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
-                return Err(Error::Integrity)
+/// The shard in `blob`, whose header was checked against this device and the
+/// caller's context and whose body length [`check_body_len`] accepted, under `keys`.
+pub(super) fn open(
+    lease: &mut Lease<'_>,
+    mechanism: Mechanism,
+    blob: &[u8],
+    keys: VersionKeys<'_>,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    match mechanism {
+        Mechanism::AesGcm => {
+            let key = lease.key(keys, Role::Enc)?;
+            let (aad, body) = blob.split_at(HEADER_LEN);
+            let (iv, ct) = body.split_at(GCM_IV_LEN);
+            let mut iv_param = [0u8; GCM_IV_LEN];
+            iv_param.copy_from_slice(iv);
+            let params =
+                GcmParams::new(&mut iv_param, aad, Ulong::new(128)).map_err(|e| lease.note(e))?;
+            match lease.session().decrypt(&Ck::AesGcm(params), key, ct) {
+                Ok(pt) => Ok(Zeroizing::new(pt)),
+                Err(CkError::Pkcs11(
+                    RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+                    _,
+                )) => Err(Error::Integrity),
+                // SoftHSM 2.6.1 reports a failed GCM tag check as CKR_GENERAL_ERROR (2.7
+                // says CKR_ENCRYPTED_DATA_INVALID). By this point the header matched this
+                // device and context and the key exists, so a failing C_Decrypt is the tag.
+                Err(CkError::Pkcs11(RvError::GeneralError, Function::Decrypt)) => {
+                    Err(Error::Integrity)
+                }
+                Err(e) => Err(lease.note(e)),
             }
-            Err(e) => return Err(lease.note(e)),
         }
-        // Only authenticated bytes reach the decryption: no padding oracle.
-        let enc = lease.key(label, device_id, version, Role::Enc)?;
-        let body = &authenticated[HEADER_LEN..];
-        let mut iv = [0u8; AES_BLOCK];
-        iv.copy_from_slice(&body[..AES_BLOCK]);
-        let ct = &body[AES_BLOCK..];
-        let padded = match lease.session().decrypt(&Ck::AesCbc(iv), enc, ct) {
-            Ok(pt) => Zeroizing::new(pt),
-            Err(e) => return Err(lease.note(e)),
-        };
-        if padded.len() != ct.len() {
-            return Err(Error::Device(format!(
-                "AES-CBC returned {} bytes for {} ciphertext bytes",
-                padded.len(),
-                ct.len()
-            )));
+        Mechanism::AesCbcPadHmac => {
+            let mac = lease.key(keys, Role::Mac)?;
+            let (authenticated, tag) = blob.split_at(blob.len() - HMAC_LEN);
+            match lease
+                .session()
+                .verify(&Ck::Sha256Hmac, mac, authenticated, tag)
+            {
+                Ok(()) => {}
+                Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
+                    return Err(Error::Integrity)
+                }
+                Err(e) => return Err(lease.note(e)),
+            }
+            // Only authenticated bytes reach the decryption: no padding oracle.
+            let enc = lease.key(keys, Role::Enc)?;
+            let (iv, ct) = authenticated[HEADER_LEN..].split_at(AES_BLOCK);
+            let mut iv_param = [0u8; AES_BLOCK];
+            iv_param.copy_from_slice(iv);
+            let padded = match lease.session().decrypt(&Ck::AesCbc(iv_param), enc, ct) {
+                Ok(pt) => Zeroizing::new(pt),
+                Err(e) => return Err(lease.note(e)),
+            };
+            expect_len("AES-CBC", &padded, ct.len())?;
+            // A bad pad under a good MAC was made by a holder of the MAC key: still an
+            // integrity failure, not a device fault.
+            pkcs7_unpad(padded).ok_or(Error::Integrity)
         }
-        // A bad pad under a good MAC was made by a holder of the MAC key: still an
-        // integrity failure, not a device fault.
-        pkcs7_unpad(padded).ok_or(Error::Integrity)
+        // check_body_len already refused it.
+        Mechanism::TpmSeal => Err(Error::Malformed("not a PKCS#11 blob")),
     }
+}
+
+/// A device answer of the wrong length is a device fault; it never goes into a blob
+/// or back to the caller.
+fn expect_len(operation: &str, out: &[u8], expected: usize) -> Result<(), Error> {
+    if out.len() == expected {
+        return Ok(());
+    }
+    Err(Error::Device(format!(
+        "{operation} returned {} bytes instead of {expected}",
+        out.len()
+    )))
 }
 
 /// The IV comes from the operating system's CSPRNG, not `C_GenerateRandom`: an IV
@@ -171,9 +152,7 @@ impl Pkcs11Sealer {
 /// version should seal fewer than 2^32 shards; rotation keeps far below that.
 fn random_iv<const N: usize>() -> Result<[u8; N], Error> {
     let mut iv = [0u8; N];
-    SysRng
-        .try_fill_bytes(&mut iv)
-        .map_err(|e| Error::Device(format!("operating system random generator: {e}")))?;
+    os_random(&mut iv)?;
     Ok(iv)
 }
 

@@ -6,13 +6,11 @@ use cryptoki::mechanism::{Mechanism as Ck, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
-use rand::rngs::SysRng;
-use rand::TryRng;
 use tracing::{info, warn};
 
 use super::rc::{ck_text, keygen_error, CkOrErr};
 use super::{Pkcs11Sealer, DEVICE_ID_LEN};
-use crate::{Error, Mechanism};
+use crate::{os_random, Error, Mechanism};
 
 /// Which keys of each version are on the token, and the token's device id.
 #[derive(Debug, Default, Clone)]
@@ -156,6 +154,24 @@ pub(super) fn key_label(base: &str, version: u32, role: Role) -> String {
     }
 }
 
+/// The keys of one version of one key set: what a session looks up on the token.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct VersionKeys<'a> {
+    /// The profile's base label.
+    pub(super) base: &'a str,
+    /// The key set's device id (`CKA_ID`).
+    pub(super) device_id: [u8; DEVICE_ID_LEN],
+    /// The key version.
+    pub(super) version: u32,
+}
+
+impl VersionKeys<'_> {
+    /// Label of the key of `role`.
+    pub(super) fn label(&self, role: Role) -> String {
+        key_label(self.base, self.version, role)
+    }
+}
+
 /// Inverse of [`key_label`]; versions are decimal without leading zeros, from 1.
 fn parse_key_label(base: &str, label: &str) -> Option<(u32, Role)> {
     let rest = label.strip_prefix(base)?.strip_prefix("/v")?;
@@ -194,51 +210,47 @@ pub(super) fn find_token_key(
     }
 }
 
-/// AES-256 sealing key: generated on the token, private, sensitive, never extractable,
-/// encrypt/decrypt only. `CKA_MODIFIABLE` stays at its default (true) because SoftHSM
-/// refuses `C_CopyObject` of an unmodifiable object; sensitivity and extractability
-/// are one-way attributes, so this does not open a path to the key bytes.
-fn aes_template(label: &str, id: &[u8; DEVICE_ID_LEN]) -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(Ulong::new(32)),
+/// Template of a key that must never leave the token: a token object that needs a
+/// login to use, whose value is sensitive and never extractable, followed by `rest`
+/// (class, type, usages, label). Every long-term key this project generates on a
+/// token starts from it.
+pub fn resident_key_template(rest: impl IntoIterator<Item = Attribute>) -> Vec<Attribute> {
+    let mut template = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-    ]
+    ];
+    template.extend(rest);
+    template
 }
 
-/// HMAC-SHA-256 key for the encrypt-then-MAC variant: sign/verify only.
-fn hmac_template(label: &str, id: &[u8; DEVICE_ID_LEN], key_type: KeyType) -> Vec<Attribute> {
-    vec![
+/// A 256-bit sealing key of `key_type`: encrypt/decrypt only for [`Role::Enc`],
+/// sign/verify only for [`Role::Mac`], never wrapping, unwrapping or deriving.
+/// `CKA_MODIFIABLE` stays at its default (true) because SoftHSM refuses
+/// `C_CopyObject` of an unmodifiable object; sensitivity and extractability are
+/// one-way attributes, so this does not open a path to the key bytes.
+fn sealing_key_template(
+    label: &str,
+    id: &[u8; DEVICE_ID_LEN],
+    role: Role,
+    key_type: KeyType,
+) -> Vec<Attribute> {
+    let mac = role == Role::Mac;
+    resident_key_template([
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(key_type),
         Attribute::ValueLen(Ulong::new(32)),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(true),
-        Attribute::Verify(true),
+        Attribute::Encrypt(!mac),
+        Attribute::Decrypt(!mac),
+        Attribute::Sign(mac),
+        Attribute::Verify(mac),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
-    ]
+    ])
 }
 
 impl Pkcs11Sealer {
@@ -253,14 +265,17 @@ impl Pkcs11Sealer {
         let base = &self.profile.key_label;
         let label = key_label(base, version, Role::Enc);
         session
-            .generate_key(&Ck::AesKeyGen, &aes_template(&label, &device_id))
+            .generate_key(
+                &Ck::AesKeyGen,
+                &sealing_key_template(&label, &device_id, Role::Enc, KeyType::AES),
+            )
             .map_err(|e| keygen_error(e, "CKM_AES_KEY_GEN"))?;
         info!(key = %label, "created AES-256 sealing key on the token");
         if self.profile.mechanism == Mechanism::AesCbcPadHmac {
             let label = key_label(base, version, Role::Mac);
             let generic = session.generate_key(
                 &Ck::GenericSecretKeyGen,
-                &hmac_template(&label, &device_id, KeyType::GENERIC_SECRET),
+                &sealing_key_template(&label, &device_id, Role::Mac, KeyType::GENERIC_SECRET),
             );
             match generic {
                 Ok(_) => {}
@@ -274,7 +289,12 @@ impl Pkcs11Sealer {
                     session
                         .generate_key(
                             &Ck::GenericSecretKeyGen,
-                            &hmac_template(&label, &device_id, KeyType::SHA256_HMAC),
+                            &sealing_key_template(
+                                &label,
+                                &device_id,
+                                Role::Mac,
+                                KeyType::SHA256_HMAC,
+                            ),
                         )
                         .map_err(|e| keygen_error(e, "CKM_GENERIC_SECRET_KEY_GEN"))?;
                 }
@@ -288,9 +308,7 @@ impl Pkcs11Sealer {
     /// Fresh device id: token randomness mixed with the operating system's.
     pub(super) fn new_device_id(&self, session: &Session) -> Result<[u8; DEVICE_ID_LEN], Error> {
         let mut id = [0u8; DEVICE_ID_LEN];
-        SysRng
-            .try_fill_bytes(&mut id)
-            .map_err(|e| Error::Device(format!("operating system random generator: {e}")))?;
+        os_random(&mut id)?;
         let mut token = [0u8; DEVICE_ID_LEN];
         match session.generate_random_slice(&mut token) {
             Ok(()) => id.iter_mut().zip(token).for_each(|(a, b)| *a ^= b),

@@ -88,7 +88,8 @@ use crate::profile::Pkcs11Profile;
 use crate::{BlobHeader, DeviceInfo, Error, Mechanism, SealContext, Sealer};
 
 use body::check_body_len;
-use keyring::{key_label, needed_mechanisms, roles, Keyring, Role, VersionState};
+pub use keyring::resident_key_template;
+use keyring::{key_label, needed_mechanisms, roles, Keyring, Role, VersionKeys, VersionState};
 pub use module::Module;
 use pool::{Conn, Pool};
 use rc::map_ck;
@@ -217,12 +218,21 @@ impl Pkcs11Sealer {
         };
         if let Ok((version, device_id)) = self.current() {
             for &role in roles {
-                if let Err(e) = conn.key(&self.profile.key_label, device_id, version, role) {
+                if let Err(e) = conn.key(self.version_keys(version, device_id), role) {
                     debug!(error = %Error::from(e), "key not cached at session open");
                 }
             }
         }
         conn
+    }
+
+    /// The keys of `version` in the key set `device_id`.
+    fn version_keys(&self, version: u32, device_id: [u8; DEVICE_ID_LEN]) -> VersionKeys<'_> {
+        VersionKeys {
+            base: &self.profile.key_label,
+            device_id,
+            version,
+        }
     }
 
     /// A logged-in read-write session for creating keys (not pooled).
@@ -249,15 +259,8 @@ impl Sealer for Pkcs11Sealer {
         let mechanism = self.profile.mechanism;
         let header = BlobHeader::new(mechanism, version, device_id, ctx).encode();
         let mut lease = self.pool.acquire(self)?;
-        match mechanism {
-            Mechanism::AesGcm => self.seal_gcm(&mut lease, &header, version, device_id, shard),
-            Mechanism::AesCbcPadHmac => {
-                self.seal_cbc_hmac(&mut lease, &header, version, device_id, shard)
-            }
-            Mechanism::TpmSeal => Err(Error::Profile(
-                "pkcs11.mechanism must be aes-gcm or aes-cbc-pad-hmac".into(),
-            )),
-        }
+        let keys = self.version_keys(version, device_id);
+        body::seal(&mut lease, mechanism, &header, keys, shard)
     }
 
     fn unseal(&self, ctx: &SealContext, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
@@ -289,12 +292,8 @@ impl Sealer for Pkcs11Sealer {
             }
         }
         let mut lease = self.pool.acquire(self)?;
-        match header.mechanism {
-            Mechanism::AesGcm => self.unseal_gcm(&mut lease, blob, version, device_id),
-            Mechanism::AesCbcPadHmac => self.unseal_cbc_hmac(&mut lease, blob, version, device_id),
-            // check_body_len already refused it.
-            Mechanism::TpmSeal => Err(Error::Malformed("not a PKCS#11 blob")),
-        }
+        let keys = self.version_keys(version, device_id);
+        body::open(&mut lease, header.mechanism, blob, keys)
     }
 
     fn provision(&self) -> Result<DeviceInfo, Error> {

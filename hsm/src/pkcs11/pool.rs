@@ -7,9 +7,9 @@ use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 use tracing::debug;
 
-use super::keyring::{find_token_key, key_label, Role};
+use super::keyring::{find_token_key, Role, VersionKeys};
 use super::rc::{ck_text, map_ck, session_dead, CkOrErr};
-use super::{lock, Pkcs11Sealer, DEVICE_ID_LEN};
+use super::{lock, Pkcs11Sealer};
 use crate::Error;
 
 /// Up to `max` logged-in sessions, opened on demand and reused most-recent-first.
@@ -35,22 +35,21 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// The key of `role` in `keys`: its session copy, made now on first use.
     pub(super) fn key(
         &mut self,
-        base: &str,
-        device_id: [u8; DEVICE_ID_LEN],
-        version: u32,
+        keys: VersionKeys<'_>,
         role: Role,
     ) -> Result<ObjectHandle, CkOrErr> {
         if let Some(&(_, _, h)) = self
             .keys
             .iter()
-            .find(|(v, r, _)| *v == version && *r == role)
+            .find(|(v, r, _)| *v == keys.version && *r == role)
         {
             return Ok(h);
         }
-        let label = key_label(base, version, role);
-        let token_key = find_token_key(&self.session, &label, device_id)?;
+        let label = keys.label(role);
+        let token_key = find_token_key(&self.session, &label, keys.device_id)?;
         let handle = match self
             .session
             .copy_object(token_key, &[Attribute::Token(false)])
@@ -62,7 +61,7 @@ impl Conn {
                 token_key
             }
         };
-        self.keys.push((version, role, handle));
+        self.keys.push((keys.version, role, handle));
         Ok(handle)
     }
 }
@@ -169,20 +168,14 @@ impl<'a> Lease<'a> {
         &self.conn().session
     }
 
-    pub(super) fn key(
-        &mut self,
-        base: &str,
-        device_id: [u8; DEVICE_ID_LEN],
-        version: u32,
-        role: Role,
-    ) -> Result<ObjectHandle, Error> {
+    /// The key of `role` in `keys`, through this session's copies.
+    pub(super) fn key(&mut self, keys: VersionKeys<'_>, role: Role) -> Result<ObjectHandle, Error> {
         // Invariant: `conn` is Some from construction until drop.
         let conn = self
             .conn
             .as_mut()
             .expect("lease holds a session until dropped");
-        conn.key(base, device_id, version, role)
-            .map_err(|e| self.note_err(e))
+        conn.key(keys, role).map_err(|e| self.note_err(e))
     }
 
     /// Maps a device error, remembering whether it killed the session.
