@@ -19,6 +19,7 @@
 //! with [`Error::BackendNotBuilt`]. Profiles of either kind parse in every build.
 //! `testing` adds the device harnesses of [`testing`] (SoftHSM2 with `pkcs11`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod blob;
 mod error;
