@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use hsm::pkcs11::{Module, Pkcs11Sealer};
+use hsm::pkcs11::{resident_key_template, Module, Pkcs11Sealer};
 use hsm::profile::Pkcs11Profile;
 use hsm::{Mechanism as SealMechanism, SealContext, Sealer};
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -153,15 +153,11 @@ impl Token {
                     Attribute::EcParams(P256_OID_DER.to_vec()),
                     Attribute::Label(label.as_bytes().to_vec()),
                 ];
-                let private = [
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
+                let private = resident_key_template([
                     Attribute::Sign(true),
                     Attribute::Derive(false),
                     Attribute::Label(label.as_bytes().to_vec()),
-                ];
+                ]);
                 call(
                     "generate EC key pair",
                     s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private),
@@ -170,18 +166,14 @@ impl Token {
         }
         let label = format!("{base}/pepper");
         if find_one(&s, ObjectClass::SECRET_KEY, &label)?.is_none() {
-            let template = [
+            let template = resident_key_template([
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::GENERIC_SECRET),
                 Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
                 Attribute::Sign(true),
                 Attribute::Verify(true),
                 Attribute::Label(label.as_bytes().to_vec()),
-            ];
+            ]);
             call(
                 "generate pepper key",
                 s.generate_key(&Mechanism::GenericSecretKeyGen, &template),

@@ -57,9 +57,9 @@ fn rate(time: Duration, mut f: impl FnMut()) -> f64 {
     n as f64 / secs
 }
 
-/// Raw and backend rates, measured in alternating short slices so that load from
-/// elsewhere on the machine hits both sides alike.
-fn compare(s: &Settings, mut raw: impl FnMut(), mut backend: impl FnMut()) -> (f64, f64) {
+/// The row `name`: raw and backend rates, measured in alternating short slices so that
+/// load from elsewhere on the machine hits both sides alike.
+fn compare(s: &Settings, name: String, mut raw: impl FnMut(), mut backend: impl FnMut()) -> Row {
     for _ in 0..20 {
         raw();
         backend();
@@ -74,7 +74,11 @@ fn compare(s: &Settings, mut raw: impl FnMut(), mut backend: impl FnMut()) -> (f
         be_n += n;
         be_t += t;
     }
-    (raw_n as f64 / raw_t, be_n as f64 / be_t)
+    Row {
+        name,
+        raw: raw_n as f64 / raw_t,
+        backend: be_n as f64 / be_t,
+    }
 }
 
 fn session_key(session: &Session, mechanism: Ck<'_>, key_type: KeyType, mac: bool) -> ObjectHandle {
@@ -149,8 +153,9 @@ fn main() {
             iv[4..].copy_from_slice(&counter.to_be_bytes());
             iv
         };
-        let (r, b) = compare(
+        rows.push(compare(
             &settings,
+            format!("aes-gcm          seal   {size:>5} B"),
             || {
                 let mut iv = gcm_iv();
                 let p = GcmParams::new(&mut iv, &aad, Ulong::new(128)).unwrap();
@@ -159,12 +164,7 @@ fn main() {
             || {
                 black_box(gcm.seal(&c, &data).unwrap());
             },
-        );
-        rows.push(Row {
-            name: format!("aes-gcm          seal   {size:>5} B"),
-            raw: r,
-            backend: b,
-        });
+        ));
         let mut iv0 = [9u8; 12];
         let ct = raw
             .encrypt(
@@ -174,8 +174,9 @@ fn main() {
             )
             .unwrap();
         let blob = gcm.seal(&c, &data).unwrap();
-        let (r, b) = compare(
+        rows.push(compare(
             &settings,
+            format!("aes-gcm          unseal {size:>5} B"),
             || {
                 let mut iv = [9u8; 12];
                 let p = GcmParams::new(&mut iv, &aad, Ulong::new(128)).unwrap();
@@ -184,19 +185,15 @@ fn main() {
             || {
                 black_box(gcm.unseal(&c, &blob).unwrap());
             },
-        );
-        rows.push(Row {
-            name: format!("aes-gcm          unseal {size:>5} B"),
-            raw: r,
-            backend: b,
-        });
+        ));
 
         // --- AES-CBC (PKCS#7 padding, as the backend pads) + HMAC-SHA-256 ---
         let mut padded = data.clone();
         let pad = 16 - data.len() % 16;
         padded.resize(data.len() + pad, pad as u8);
-        let (r, b) = compare(
+        rows.push(compare(
             &settings,
+            format!("aes-cbc-pad-hmac seal   {size:>5} B"),
             || {
                 let ct = raw.encrypt(&Ck::AesCbc([5; 16]), aes, &padded).unwrap();
                 black_box(raw.sign(&Ck::Sha256Hmac, hmac, &ct).unwrap());
@@ -204,17 +201,13 @@ fn main() {
             || {
                 black_box(cbc.seal(&c, &data).unwrap());
             },
-        );
-        rows.push(Row {
-            name: format!("aes-cbc-pad-hmac seal   {size:>5} B"),
-            raw: r,
-            backend: b,
-        });
+        ));
         let ct = raw.encrypt(&Ck::AesCbc([5; 16]), aes, &padded).unwrap();
         let tag = raw.sign(&Ck::Sha256Hmac, hmac, &ct).unwrap();
         let blob = cbc.seal(&c, &data).unwrap();
-        let (r, b) = compare(
+        rows.push(compare(
             &settings,
+            format!("aes-cbc-pad-hmac unseal {size:>5} B"),
             || {
                 raw.verify(&Ck::Sha256Hmac, hmac, &ct, &tag).unwrap();
                 black_box(raw.decrypt(&Ck::AesCbc([5; 16]), aes, &ct).unwrap());
@@ -222,12 +215,7 @@ fn main() {
             || {
                 black_box(cbc.unseal(&c, &blob).unwrap());
             },
-        );
-        rows.push(Row {
-            name: format!("aes-cbc-pad-hmac unseal {size:>5} B"),
-            raw: r,
-            backend: b,
-        });
+        ));
     }
 
     // Two threads: the backend's pool against one raw session per thread.

@@ -155,33 +155,26 @@ fn main() {
     let small_blob = sealer.seal(&ctx, &small).unwrap();
     let large_blob = sealer.seal(&ctx, &large).unwrap();
 
-    let (raw_a, unseal_small) = paired(
-        || raw.unseal(),
-        || {
-            black_box(sealer.unseal(&ctx, &small_blob).unwrap());
-        },
-    );
-    let (raw_b, unseal_large) = paired(
-        || raw.unseal(),
-        || {
-            black_box(sealer.unseal(&ctx, &large_blob).unwrap());
-        },
-    );
-    let seal_small = rate(|| {
-        black_box(sealer.seal(&ctx, &small).unwrap());
-    });
-    let seal_large = rate(|| {
-        black_box(sealer.seal(&ctx, &large).unwrap());
-    });
-    let (raw_c, unseal_enc) = paired(
-        || raw.unseal(),
-        || {
-            black_box(encrypted.unseal(&ctx, &small_blob).unwrap());
-        },
-    );
-    let seal_enc = rate(|| {
-        black_box(encrypted.seal(&ctx, &small).unwrap());
-    });
+    // Raw and backend unseal rates, and a seal rate (which has no raw counterpart).
+    let mut unseal_rates = |s: &TpmSealer, blob: &[u8]| {
+        paired(
+            || raw.unseal(),
+            || {
+                black_box(s.unseal(&ctx, blob).unwrap());
+            },
+        )
+    };
+    let seal_rate = |s: &TpmSealer, shard: &[u8]| {
+        rate(|| {
+            black_box(s.seal(&ctx, shard).unwrap());
+        })
+    };
+    let (raw_a, unseal_small) = unseal_rates(&sealer, &small_blob);
+    let (raw_b, unseal_large) = unseal_rates(&sealer, &large_blob);
+    let seal_small = seal_rate(&sealer, &small);
+    let seal_large = seal_rate(&sealer, &large);
+    let (raw_c, unseal_enc) = unseal_rates(&encrypted, &small_blob);
+    let seal_enc = seal_rate(&encrypted, &small);
 
     println!("TPM backend against swtpm {} (release build)", tpm.tcti());
     println!(

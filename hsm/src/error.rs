@@ -41,6 +41,11 @@ pub enum Error {
     /// The device lacks a mechanism the profile asks for.
     #[error("device does not support {0}")]
     Unsupported(String),
+    /// The profile names a backend (`pkcs11` or `tpm`) that this program was built
+    /// without (its cargo feature was off). Not retryable: use a build that includes
+    /// the backend, or a profile for one it has.
+    #[error("backend {0:?} is not built into this program")]
+    BackendNotBuilt(&'static str),
     /// The profile is invalid: names the key and the problem.
     #[error("profile: {0}")]
     Profile(String),

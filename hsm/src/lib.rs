@@ -9,14 +9,26 @@
 //!
 //! Which backend and which device settings are used comes from a
 //! [`profile::Profile`] (one TOML file per device family in `hsm-profiles/`).
+//!
+//! # Features
+//!
+//! Each backend is a cargo feature, both on by default: `pkcs11` (cryptoki) and `tpm`
+//! (tss-esapi, which links the system's tpm2-tss libraries). A program that needs one
+//! backend depends with `default-features = false, features = ["pkcs11"]` and builds
+//! nothing of the other; [`open`] then answers a profile naming the missing backend
+//! with [`Error::BackendNotBuilt`]. Profiles of either kind parse in every build.
+//! `testing` adds the device harnesses of [`testing`] (SoftHSM2 with `pkcs11`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod blob;
 mod error;
+#[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod profile;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tpm")]
 pub mod tpm;
 
 pub use blob::{BlobHeader, Mechanism, SealContext, FORMAT_VERSION};
@@ -82,10 +94,57 @@ pub trait Sealer: Send + Sync {
     }
 }
 
-/// Opens the sealer a profile describes (does not provision it).
+/// Fills `buf` from the operating system's generator (salts, IVs, data keys, device
+/// ids); a failing generator is a device error, never a weak value.
+#[cfg(any(feature = "pkcs11", feature = "tpm"))]
+fn os_random(buf: &mut [u8]) -> Result<(), Error> {
+    use rand::TryRng;
+    rand::rngs::SysRng
+        .try_fill_bytes(buf)
+        .map_err(|e| Error::Device(format!("operating system random generator: {e}")))
+}
+
+/// Opens the sealer a profile describes (does not provision it). A profile whose
+/// backend this build leaves out (see the crate's features) is
+/// [`Error::BackendNotBuilt`].
 pub fn open(profile: &Profile) -> Result<Box<dyn Sealer>, Error> {
     match profile {
+        #[cfg(feature = "pkcs11")]
         Profile::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Sealer::open(p)?)),
+        #[cfg(not(feature = "pkcs11"))]
+        Profile::Pkcs11(_) => Err(Error::BackendNotBuilt("pkcs11")),
+        #[cfg(feature = "tpm")]
         Profile::Tpm(p) => Ok(Box::new(tpm::TpmSealer::open(p)?)),
+        #[cfg(not(feature = "tpm"))]
+        Profile::Tpm(_) => Err(Error::BackendNotBuilt("tpm")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(not(feature = "tpm"))]
+    #[test]
+    fn tpm_profile_without_the_tpm_backend_is_a_typed_error() {
+        use crate::{open, Error, Profile};
+        let p = Profile::from_toml("backend = \"tpm\"\n[tpm]\nprimary_handle = 0x81000100\n")
+            .expect("a valid TPM profile");
+        assert!(matches!(open(&p), Err(Error::BackendNotBuilt("tpm"))));
+    }
+
+    #[cfg(not(feature = "pkcs11"))]
+    #[test]
+    fn pkcs11_profile_without_the_pkcs11_backend_is_a_typed_error() {
+        use crate::{open, Error, Profile};
+        let p = Profile::from_toml(
+            "backend = \"pkcs11\"\n[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\n\
+             pin_env = \"PIN\"\nkey_label = \"k\"\nmechanism = \"aes-gcm\"\n",
+        )
+        .expect("a valid PKCS#11 profile");
+        let e = open(&p).err().expect("no sealer without the backend");
+        assert!(matches!(e, Error::BackendNotBuilt("pkcs11")), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "backend \"pkcs11\" is not built into this program"
+        );
     }
 }

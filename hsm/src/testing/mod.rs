@@ -2,5 +2,6 @@
 //! token ([`softhsm::SoftHsm`]) and a private swtpm ([`swtpm::Swtpm`]). Each owns a
 //! temporary state directory and tears its device down on drop. There is no mock.
 
+#[cfg(feature = "pkcs11")]
 pub mod softhsm;
 pub mod swtpm;

@@ -1,6 +1,8 @@
 //! A private `swtpm` (TPM 2.0 emulator) for tests and benchmarks.
 //!
 //! ```no_run
+//! # #[cfg(feature = "tpm")]
+//! # fn main() {
 //! use hsm::testing::swtpm::Swtpm;
 //! use hsm::Sealer;
 //!
@@ -9,7 +11,13 @@
 //! sealer.provision().unwrap();
 //! // ... tpm.restart(), tpm.kill9() + tpm.start_again(): same state directory ...
 //! drop(tpm); // kills swtpm and removes its state directory
+//! # }
+//! # #[cfg(not(feature = "tpm"))]
+//! # fn main() {}
 //! ```
+//!
+//! The harness needs no TSS (it speaks to swtpm's control port itself), so it is here
+//! without the `tpm` feature too, for PKCS#11 modules that run over a TPM.
 //!
 //! Each [`Swtpm`] is one `swtpm socket --tpm2` process on two free loopback ports
 //! (the TPM port `P` and the control port `P + 1`, which is where the `swtpm` TCTI

@@ -58,8 +58,6 @@ mod rc;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use rand::rngs::SysRng;
-use rand::TryRng;
 use sha2::{Digest, Sha256};
 use tss_esapi::structures::{Private, Public};
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -67,7 +65,7 @@ use zeroize::Zeroizing;
 
 use crate::blob::{check_shard_len, BlobHeader, HEADER_LEN};
 use crate::profile::TpmProfile;
-use crate::{DeviceInfo, Error, Mechanism, SealContext, Sealer};
+use crate::{os_random, DeviceInfo, Error, Mechanism, SealContext, Sealer};
 
 pub use body::DIRECT_MAX;
 use body::{Body, Envelope, Kind};
@@ -230,12 +228,6 @@ impl State {
     }
 }
 
-fn random(buf: &mut [u8]) -> Result<(), Error> {
-    SysRng
-        .try_fill_bytes(buf)
-        .map_err(|e| Error::Device(format!("OS random generator failed: {e}")))
-}
-
 impl Sealer for TpmSealer {
     fn seal(&self, ctx: &SealContext, shard: &[u8]) -> Result<Vec<u8>, Error> {
         check_shard_len(shard)?;
@@ -244,7 +236,7 @@ impl Sealer for TpmSealer {
         let header = BlobHeader::new(Mechanism::TpmSeal, version, self.device_id, ctx);
         let header_bytes = header.encode();
         let mut salt = [0u8; body::SALT_LEN];
-        random(&mut salt)?;
+        os_random(&mut salt)?;
         let auth = body::auth_value(&header_bytes, kind, &salt);
 
         // The software part (envelope encryption) runs before taking the device.
@@ -252,9 +244,9 @@ impl Sealer for TpmSealer {
             Kind::Direct => (body::sealed_data(&header.context_digest, shard), None),
             Kind::Envelope => {
                 let mut key = Zeroizing::new([0u8; body::DATA_KEY_LEN]);
-                random(&mut key[..])?;
+                os_random(&mut key[..])?;
                 let mut nonce = [0u8; body::NONCE_LEN];
-                random(&mut nonce)?;
+                os_random(&mut nonce)?;
                 let ct = body::envelope_encrypt(&key, &nonce, &header_bytes, shard)?;
                 (
                     body::sealed_data(&header.context_digest, &key[..]),

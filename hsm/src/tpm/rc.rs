@@ -25,13 +25,6 @@ pub(crate) enum Class {
     Other,
 }
 
-const LAYER_TPM: u32 = 0;
-const LAYER_ESAPI: u32 = 7;
-const LAYER_SYS: u32 = 8;
-const LAYER_TCTI: u32 = 10;
-const LAYER_RESMGR: u32 = 11;
-const LAYER_RESMGR_TPM: u32 = 12;
-
 /// The raw TSS2_RC of an error, when it has one (wrapper errors do not).
 pub(crate) fn raw_code(e: &tss_esapi::Error) -> Option<u32> {
     let tss_esapi::Error::Tss2Error(rc) = e else {
@@ -54,20 +47,23 @@ pub(crate) fn classify(e: &tss_esapi::Error) -> Class {
     }
 }
 
-/// Classifies a raw TSS2_RC.
+/// Classifies a raw TSS2_RC by its layer (bits 16..24, numbered as in
+/// `tss2_common.h`) and base code.
 pub(crate) fn classify_code(rc: u32) -> Class {
-    let layer = (rc >> 16) & 0xff;
     let base = rc & 0xffff;
-    match layer {
-        LAYER_TCTI => Class::Transport,
-        // ESAPI/SAPI/resource-manager base codes: 8 NO_CONNECTION, 9 TRY_AGAIN,
-        // 10 IO_ERROR, 17 MALFORMED_RESPONSE, 19 INSUFFICIENT_RESPONSE,
-        // 7 BAD_SEQUENCE (an exchange was cut off and the context is unusable).
-        LAYER_ESAPI | LAYER_SYS | LAYER_RESMGR => match base {
+    match (rc >> 16) & 0xff {
+        // The TCTI.
+        10 => Class::Transport,
+        // The ESAPI (7), the SAPI (8) and the resource manager (11). Their base codes
+        // 8 NO_CONNECTION, 9 TRY_AGAIN, 10 IO_ERROR, 17 MALFORMED_RESPONSE,
+        // 19 INSUFFICIENT_RESPONSE and 7 BAD_SEQUENCE (an exchange was cut off and
+        // the context is unusable) mean the device is lost.
+        7 | 8 | 11 => match base {
             7 | 8 | 9 | 10 | 17 | 19 => Class::Transport,
             _ => Class::Other,
         },
-        LAYER_TPM | LAYER_RESMGR_TPM => classify_tpm(base),
+        // The TPM itself (0), or a TPM code the resource manager passes on (12).
+        0 | 12 => classify_tpm(base),
         _ => Class::Other,
     }
 }
