@@ -71,6 +71,7 @@
 mod de;
 mod error;
 mod file;
+pub mod service;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -170,7 +171,7 @@ type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 pub struct Loader<'a> {
     path: &'a Path,
     text: Option<&'a str>,
-    env: Option<(&'a str, &'a [(&'a str, Kind)])>,
+    env: Vec<(&'a str, &'a [(&'a str, Kind)])>,
     lookup: Lookup<'a>,
     flags: Vec<(&'a str, Option<Value>)>,
 }
@@ -181,7 +182,7 @@ impl<'a> Loader<'a> {
         Loader {
             path,
             text: None,
-            env: None,
+            env: Vec::new(),
             lookup: Box::new(|var| std::env::var(var).ok()),
             flags: Vec::new(),
         }
@@ -194,9 +195,10 @@ impl<'a> Loader<'a> {
         self
     }
 
-    /// Lets the variables `<prefix>_<KEY>` override `keys`, each read as its [`Kind`].
+    /// Lets the variables `<prefix>_<KEY>` override `keys`, each read as its [`Kind`]; a
+    /// second call adds more keys (e.g. [`service::KEYS`] and a service's own).
     pub fn env(mut self, prefix: &'a str, keys: &'a [(&'a str, Kind)]) -> Self {
-        self.env = Some((prefix, keys));
+        self.env.push((prefix, keys));
         self
     }
 
@@ -243,7 +245,7 @@ impl<'a> Loader<'a> {
         let mut table: Table = toml::from_str(text).map_err(|e| fail(syntax(text, &e)))?;
 
         let mut origins: Vec<(&str, Origin)> = Vec::new();
-        if let Some((prefix, keys)) = self.env {
+        for (prefix, keys) in self.env {
             for &(key, kind) in keys {
                 let var = env_name(prefix, key);
                 let Some(raw) = (self.lookup)(&var) else {
@@ -412,14 +414,9 @@ mod tests {
         }
     }
 
-    const KEYS: &[(&str, Kind)] = &[
-        ("b", Kind::Int),
-        ("c", Kind::Float),
-        ("d", Kind::Str),
-        ("db", Kind::Str),
-        ("tls.cert", Kind::Str),
-        ("tls.key", Kind::Str),
-    ];
+    /// The keys the tests' environment may set: two numbers, and strings.
+    const NUMBERS: &[(&str, Kind)] = &[("b", Kind::Int), ("c", Kind::Float)];
+    const STRINGS: [&str; 4] = ["d", "db", "tls.cert", "tls.key"];
 
     fn load(
         text: &str,
@@ -430,9 +427,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let strings = STRINGS.map(|k| (k, Kind::Str));
         let mut l = Loader::new(Path::new("/etc/svc/svc.toml"))
             .text(text)
-            .env("SVC", KEYS)
+            .env("SVC", NUMBERS)
+            .env("SVC", &strings)
             .env_source(move |var| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()));
         for &(k, v) in flags {
             l = if k.starts_with("tls.") || k == "db" {
