@@ -1,8 +1,9 @@
 //! The one configuration file, and the per-user directories `shardctl` keeps state in.
 //!
 //! The file is found by `--config FILE`, else `$SHARDCTL_CONFIG`, else
-//! `$XDG_CONFIG_HOME/shardctl/config.toml` (`~/.config/shardctl/config.toml`). Relative paths in
-//! it are taken from the file's own directory.
+//! `$XDG_CONFIG_HOME/shardctl/config.toml` (`~/.config/shardctl/config.toml`), and read by
+//! [`conf`] (a regular file of at most 1 MiB, unknown keys refused). Relative paths in it are
+//! taken from the file's own directory. No key is overridden by the environment.
 //!
 //! ```toml
 //! trust_domain = "prod.example.org"
@@ -35,9 +36,6 @@ use serde::Deserialize;
 
 use crate::error::CliError;
 
-/// Larger files are not configuration files.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +66,48 @@ struct RawService {
 struct RawAdmin {
     cert: PathBuf,
     key: PathBuf,
+}
+
+impl conf::Section for RawConfig {
+    fn paths(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let mut paths = vec![("ca", &mut self.ca)];
+        if let Some(p) = &mut self.manifest_key {
+            paths.push(("manifest_key", p));
+        }
+        if let Some(a) = &mut self.admin {
+            paths.extend([("admin.cert", &mut a.cert), ("admin.key", &mut a.key)]);
+        }
+        paths
+    }
+}
+
+/// A refusal of the file at `path` as the error `shardctl` reports. A missing file is
+/// [`CliError::NoConfig`] when nobody named it (`explicit` false).
+fn refused(e: conf::Error, explicit: bool) -> CliError {
+    let conf::Error { path, kind, .. } = e;
+    let unreadable = |path, source| CliError::ReadFile {
+        what: "the configuration",
+        path,
+        source,
+    };
+    match kind {
+        conf::ErrorKind::Read(source)
+            if source.kind() == std::io::ErrorKind::NotFound && !explicit =>
+        {
+            CliError::NoConfig(path)
+        }
+        conf::ErrorKind::Read(source) => unreadable(path, source),
+        conf::ErrorKind::TooLarge { .. } => {
+            unreadable(path, std::io::ErrorKind::FileTooLarge.into())
+        }
+        conf::ErrorKind::NotRegular => {
+            unreadable(path, std::io::Error::other("not a regular file"))
+        }
+        other => CliError::Config {
+            path,
+            problem: other.to_string(),
+        },
+    }
 }
 
 /// A service `shardctl` talks to.
@@ -115,35 +155,30 @@ impl Config {
             Some(p) => (p.to_owned(), true),
             None => (config_home()?.join("shardctl").join("config.toml"), false),
         };
-        let text = match crate::files::read_limited(&path, MAX_CONFIG_BYTES) {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|_| CliError::Config {
-                path: path.clone(),
-                problem: "is not UTF-8 text".into(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Err(CliError::NoConfig(path))
-            }
-            Err(source) => {
-                return Err(CliError::ReadFile {
-                    what: "the configuration",
-                    path,
-                    source,
-                })
-            }
-        };
-        Config::parse(&path, &text)
+        let raw = conf::Loader::new(&path)
+            .load()
+            .map_err(|e| refused(e, explicit))?;
+        Config::from_raw(&path, raw)
     }
 
     /// Parses `text`, read from `path`.
+    #[cfg(test)]
     pub fn parse(path: &Path, text: &str) -> Result<Config, CliError> {
+        let raw = conf::Loader::new(path)
+            .text(text)
+            .load()
+            .map_err(|e| refused(e, true))?;
+        Config::from_raw(path, raw)
+    }
+
+    /// Checks the file's values and resolves the services' identities.
+    fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, CliError> {
         let bad = |problem: String| CliError::Config {
             path: path.to_owned(),
             problem,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| bad(one_line(e.message())))?;
         let trust_domain =
             TrustDomain::new(&raw.trust_domain).map_err(|e| bad(format!("`trust_domain`: {e}")))?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let service = |raw: &RawService, role: Role, key: &str| -> Result<Service, CliError> {
             let name = match (&raw.name, role) {
                 (Some(n), _) => n.clone(),
@@ -180,11 +215,11 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             trust_domain,
-            ca: base.join(raw.ca),
-            manifest_key: raw.manifest_key.map(|p| base.join(p)),
+            ca: raw.ca,
+            manifest_key: raw.manifest_key,
             enroller,
             custodians,
-            admin: raw.admin.map(|a| (base.join(a.cert), base.join(a.key))),
+            admin: raw.admin.map(|a| (a.cert, a.key)),
         })
     }
 
@@ -242,11 +277,6 @@ fn host_of(address: &str) -> Option<&str> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     (!host.is_empty()).then_some(host)
-}
-
-/// TOML errors span lines; ours are one.
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! Configuration: one TOML file; every key can be overridden by an environment
-//! variable named `CUSTODIAN_` plus the key path in capitals with `_` for `.`
+//! Configuration: one TOML file, read by [`conf`]; every key can be overridden by an
+//! environment variable named `CUSTODIAN_` plus the key path in capitals with `_` for `.`
 //! (`tls.cert` -> `CUSTODIAN_TLS_CERT`, `limits.release_per_second` ->
-//! `CUSTODIAN_LIMITS_RELEASE_PER_SECOND`).
+//! `CUSTODIAN_LIMITS_RELEASE_PER_SECOND`), and `custodian init --profile` overrides
+//! `profile`. Precedence: built-in defaults < file < environment < flags. The file is
+//! `--config FILE`, else `$CUSTODIAN_CONFIG`, else `custodian.toml`; relative paths in it
+//! (and in the variables) are taken from its folder.
 //!
 //! ```toml
 //! name = "c1"                          # this custodian's name: spiffe://<td>/custodian/c1
@@ -33,32 +36,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use conf::service::{Log, Tls};
+use conf::{Invalid, Kind};
 use serde::Deserialize;
 
-/// Why a configuration was refused: always names the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The TOML does not parse or a key has the wrong type.
-    #[error("config: {0}")]
-    Parse(String),
-    /// A key has a value outside its domain.
-    #[error("config key `{key}`: {problem}")]
-    Invalid {
-        /// The key path.
-        key: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
+/// Why a configuration was refused: names the file and the key, never a value.
+pub type ConfigError = conf::Error;
 
 /// The custodian's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,32 +61,13 @@ pub struct Config {
     /// Device profile path.
     pub profile: PathBuf,
     /// TLS files.
-    pub tls: TlsConfig,
+    pub tls: Tls,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
     /// Logging.
     #[serde(default)]
-    pub log: LogConfig,
-}
-
-/// TLS files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// CA certificate(s) PEM: peers must chain to one of these.
-    pub ca: PathBuf,
-    /// This service's certificate chain PEM.
-    pub cert: PathBuf,
-    /// This service's private key PEM.
-    pub key: PathBuf,
-    /// Seconds between checks of the files for changes (0 disables reloading).
-    #[serde(default = "default_reload")]
-    pub reload_seconds: u64,
-}
-
-fn default_reload() -> u64 {
-    5
+    pub log: Log,
 }
 
 /// Request and connection limits.
@@ -137,140 +101,59 @@ impl Default for Limits {
     }
 }
 
-/// Logging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: String,
-    /// A tracing filter, e.g. `info` or `custodian=debug`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            level: "info".into(),
-        }
-    }
-}
-
-/// Every key that an environment variable may override, with its TOML type.
-const KEYS: &[(&str, svc::config::EnvKind)] = &[
-    ("name", svc::config::EnvKind::Str),
-    ("trust_domain", svc::config::EnvKind::Str),
-    ("listen", svc::config::EnvKind::Str),
-    ("health_listen", svc::config::EnvKind::Str),
-    ("database", svc::config::EnvKind::Str),
-    ("profile", svc::config::EnvKind::Str),
-    ("tls.ca", svc::config::EnvKind::Str),
-    ("tls.cert", svc::config::EnvKind::Str),
-    ("tls.key", svc::config::EnvKind::Str),
-    ("tls.reload_seconds", svc::config::EnvKind::Int),
-    ("limits.max_body_bytes", svc::config::EnvKind::Int),
-    ("limits.release_per_second", svc::config::EnvKind::Float),
-    ("limits.release_burst", svc::config::EnvKind::Float),
-    ("limits.max_connections", svc::config::EnvKind::Int),
-    ("limits.handshake_timeout_ms", svc::config::EnvKind::Int),
-    ("limits.request_timeout_ms", svc::config::EnvKind::Int),
-    ("log.format", svc::config::EnvKind::Str),
-    ("log.level", svc::config::EnvKind::Str),
+/// The keys only the custodian lets an environment variable override (besides
+/// [`conf::service::KEYS`]), with their TOML types.
+const KEYS: &[(&str, Kind)] = &[
+    ("limits.release_per_second", Kind::Float),
+    ("limits.release_burst", Kind::Float),
 ];
 
 /// The environment variable that overrides `key`.
 pub fn env_name(key: &str) -> String {
-    svc::config::env_name("CUSTODIAN", key)
+    conf::env_name("CUSTODIAN", key)
 }
 
 impl Config {
-    /// Reads the file, applies environment overrides, validates.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml(&text, |k| std::env::var(k).ok(), base)
+    /// Finds the file (`config`, else `$CUSTODIAN_CONFIG`, else `custodian.toml`), reads
+    /// it, applies the environment and then `profile` (from `init --profile`), validates.
+    pub fn load(config: Option<&Path>, profile: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = conf::locate(config, "CUSTODIAN_CONFIG", "custodian.toml");
+        loader(&path).path_flag("profile", profile).load()
+    }
+}
+
+/// The loader of the file at `path`, with the `CUSTODIAN_*` overrides.
+fn loader(path: &Path) -> conf::Loader<'_> {
+    conf::service::loader(path, "CUSTODIAN", KEYS)
+}
+
+impl conf::Section for Config {
+    fn paths(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        conf::service::paths(&mut self.database, &mut self.profile, &mut self.tls)
     }
 
-    /// Parses TOML text with overrides from `env`; relative paths are taken from `base`.
-    pub fn from_toml(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-        base: &Path,
-    ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
-        svc::config::apply_env_overrides(&mut table, "CUSTODIAN", KEYS, env)
-            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
-        let mut c: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_owned()))?;
-        for p in [
-            &mut c.database,
-            &mut c.profile,
-            &mut c.tls.ca,
-            &mut c.tls.cert,
-            &mut c.tls.key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        shard::CustodianId::new(&self.name).map_err(|e| ConfigError::Invalid {
-            key: "name",
-            problem: e.to_string(),
-        })?;
-        certs::TrustDomain::new(&self.trust_domain).map_err(|e| ConfigError::Invalid {
-            key: "trust_domain",
-            problem: e.to_string(),
-        })?;
-        if let Some(h) = self.health_listen {
-            if !h.ip().is_loopback() {
-                return Err(ConfigError::Invalid {
-                    key: "health_listen",
-                    problem: "the plain-HTTP health port must be a loopback address".into(),
-                });
-            }
-        }
+    fn check(&self) -> Result<(), Invalid> {
+        shard::CustodianId::new(&self.name).map_err(|e| Invalid::new("name", e.to_string()))?;
+        certs::TrustDomain::new(&self.trust_domain)
+            .map_err(|e| Invalid::new("trust_domain", e.to_string()))?;
+        conf::service::check_health_listen(self.health_listen)?;
         let l = &self.limits;
         if !(1024..=16 * 1024 * 1024).contains(&l.max_body_bytes) {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_body_bytes",
-                problem: "must be 1024..=16777216".into(),
-            });
+            return Err(Invalid::new(
+                "limits.max_body_bytes",
+                "must be 1024..=16777216",
+            ));
         }
         if !(l.release_per_second > 0.0 && l.release_per_second.is_finite()) {
-            return Err(ConfigError::Invalid {
-                key: "limits.release_per_second",
-                problem: "must be > 0".into(),
-            });
+            return Err(Invalid::new("limits.release_per_second", "must be > 0"));
         }
         if !(l.release_burst >= 1.0 && l.release_burst.is_finite()) {
-            return Err(ConfigError::Invalid {
-                key: "limits.release_burst",
-                problem: "must be >= 1".into(),
-            });
+            return Err(Invalid::new("limits.release_burst", "must be >= 1"));
         }
         if l.max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_connections",
-                problem: "must be >= 1".into(),
-            });
+            return Err(Invalid::new("limits.max_connections", "must be >= 1"));
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid {
-                key: "log.format",
-                problem: "must be \"text\" or \"json\"".into(),
-            });
-        }
-        Ok(())
+        self.log.check()
     }
 }
 
@@ -290,6 +173,15 @@ cert = "c.pem"
 key = "c.key"
 "#;
 
+    /// Parses `text` as if read from `path`, with the variables `env` knows.
+    fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        loader(path).text(text).env_source(env).load()
+    }
+
     #[test]
     fn env_overrides_and_relative_paths() {
         let env = |k: &str| match k {
@@ -297,7 +189,7 @@ key = "c.key"
             "CUSTODIAN_LIMITS_RELEASE_PER_SECOND" => Some("250".to_owned()),
             _ => None,
         };
-        let c = Config::from_toml(BASE, env, Path::new("/etc/c")).unwrap();
+        let c = parse(Path::new("/etc/c/custodian.toml"), BASE, env).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.2:9000");
         assert_eq!(c.limits.release_per_second, 250.0);
         assert_eq!(c.database, PathBuf::from("/etc/c/c1.db"));
@@ -306,32 +198,45 @@ key = "c.key"
 
     #[test]
     fn bad_values_name_the_key() {
-        let e = Config::from_toml(
-            BASE,
-            |k| (k == "CUSTODIAN_NAME").then(|| "C 1".to_owned()),
-            Path::new("/"),
-        )
+        let e = parse(Path::new("/custodian.toml"), BASE, |k| {
+            (k == "CUSTODIAN_NAME").then(|| "C 1".to_owned())
+        })
         .unwrap_err();
         assert!(e.to_string().contains("`name`"), "{e}");
-        let e = Config::from_toml(
-            BASE,
-            |k| (k == "CUSTODIAN_HEALTH_LISTEN").then(|| "10.0.0.1:80".to_owned()),
-            Path::new("/"),
-        )
+        let e = parse(Path::new("/custodian.toml"), BASE, |k| {
+            (k == "CUSTODIAN_HEALTH_LISTEN").then(|| "10.0.0.1:80".to_owned())
+        })
         .unwrap_err();
         assert!(e.to_string().contains("health_listen"), "{e}");
-        let e = Config::from_toml(&format!("{BASE}\nbogus = 1\n"), |_| None, Path::new("/"))
-            .unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
-        let e = Config::from_toml(
-            BASE,
-            |k| (k == "CUSTODIAN_LIMITS_MAX_CONNECTIONS").then(|| "many".to_owned()),
-            Path::new("/"),
+        let e = parse(
+            Path::new("/custodian.toml"),
+            &format!("{BASE}\nbogus = 1\n"),
+            |_| None,
         )
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = parse(Path::new("/custodian.toml"), BASE, |k| {
+            (k == "CUSTODIAN_LIMITS_MAX_CONNECTIONS").then(|| "many".to_owned())
+        })
         .unwrap_err();
         assert!(
             e.to_string().contains("CUSTODIAN_LIMITS_MAX_CONNECTIONS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_profile_flag_wins_and_is_taken_as_given() {
+        let env = |k: &str| (k == "CUSTODIAN_PROFILE").then(|| "env.toml".to_owned());
+        let c: Config = loader(Path::new("/etc/c/custodian.toml"))
+            .text(BASE)
+            .env_source(env)
+            .path_flag("profile", Some(Path::new("flag.toml")))
+            .load()
+            .unwrap();
+        assert_eq!(c.profile, PathBuf::from("flag.toml"));
+        let c = parse(Path::new("/etc/c/custodian.toml"), BASE, env).unwrap();
+        assert_eq!(c.profile, PathBuf::from("/etc/c/env.toml"));
+        assert_eq!(c.tls.key, PathBuf::from("/etc/c/c.key"));
     }
 }

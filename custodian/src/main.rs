@@ -23,15 +23,10 @@ use hsm::{Profile, SealContext};
     about = "Holds sealed shards; releases each only to its owner over mutual TLS."
 )]
 struct Cli {
-    /// Configuration file (TOML); every key can be overridden by CUSTODIAN_* variables.
-    #[arg(
-        long,
-        short,
-        env = "CUSTODIAN_CONFIG",
-        global = true,
-        default_value = "custodian.toml"
-    )]
-    config: PathBuf,
+    /// Configuration file (TOML) [default: $CUSTODIAN_CONFIG, else custodian.toml]; every key
+    /// can be overridden by CUSTODIAN_* variables.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,12 +68,13 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("custodian: {e}");
-            return ExitCode::from(2);
-        }
+    let profile = match &cli.command {
+        Command::Init { profile, .. } => profile.as_deref(),
+        _ => None,
+    };
+    let loaded = Config::load(cli.config.as_deref(), profile);
+    let Ok(cfg) = loaded.map_err(|e| eprintln!("custodian: {e}")) else {
+        return ExitCode::from(2);
     };
     // The TPM stack prints its own ERROR lines for every refused command (a tampered
     // blob, say) to stderr, our log stream; keep them out unless asked for.
@@ -88,9 +84,9 @@ fn main() -> ExitCode {
     svc::init_logging(&cfg.log.format, &cfg.log.level);
     let result = match cli.command {
         Command::Init {
-            profile,
             create_token_so_pin_file,
-        } => init(&cfg, profile, create_token_so_pin_file),
+            ..
+        } => init(&cfg, create_token_so_pin_file),
         Command::Serve => run_serve(cfg),
         Command::Audit {
             command: AuditCommand::Verify,
@@ -108,9 +104,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_sealer(cfg: &Config, profile: Option<&PathBuf>) -> Result<Arc<dyn hsm::Sealer>, String> {
-    let path = profile.unwrap_or(&cfg.profile);
-    let profile = Profile::load(path).map_err(|e| e.to_string())?;
+fn open_sealer(cfg: &Config) -> Result<Arc<dyn hsm::Sealer>, String> {
+    let profile = Profile::load(&cfg.profile).map_err(|e| e.to_string())?;
     hsm::open(&profile)
         .map(Arc::from)
         .map_err(|e| format!("device: {e}"))
@@ -122,13 +117,9 @@ fn open_store(cfg: &Config) -> Result<Arc<Store>, String> {
         .map_err(|e| format!("{}: {e}", cfg.database.display()))
 }
 
-fn init(
-    cfg: &Config,
-    profile: Option<PathBuf>,
-    create_token_so_pin_file: Option<PathBuf>,
-) -> Result<ExitCode, String> {
+fn init(cfg: &Config, create_token_so_pin_file: Option<PathBuf>) -> Result<ExitCode, String> {
     if let Some(so_pin_file) = create_token_so_pin_file {
-        let path = profile.as_ref().unwrap_or(&cfg.profile);
+        let path = &cfg.profile;
         match Profile::load(path).map_err(|e| e.to_string())? {
             Profile::Pkcs11(p) => {
                 if hsm::pkcs11::ensure_token(&p, &so_pin_file).map_err(|e| format!("token: {e}"))? {
@@ -146,7 +137,7 @@ fn init(
             }
         }
     }
-    let sealer = open_sealer(cfg, profile.as_ref())?;
+    let sealer = open_sealer(cfg)?;
     let info = sealer
         .provision()
         .map_err(|e| format!("provisioning failed: {e}"))?;
@@ -170,7 +161,7 @@ fn init(
 }
 
 fn run_serve(cfg: Config) -> Result<ExitCode, String> {
-    let sealer = open_sealer(&cfg, None)?;
+    let sealer = open_sealer(&cfg)?;
     let info = sealer
         .describe()
         .map_err(|e| format!("device not ready (run `custodian init`): {e}"))?;
@@ -281,7 +272,7 @@ fn audit_verify(cfg: &Config) -> Result<ExitCode, String> {
 }
 
 fn rotate(cfg: &Config) -> Result<ExitCode, String> {
-    let sealer = open_sealer(cfg, None)?;
+    let sealer = open_sealer(cfg)?;
     let v = sealer
         .rotate()
         .map_err(|e| format!("rotation failed: {e}"))?;
@@ -290,7 +281,7 @@ fn rotate(cfg: &Config) -> Result<ExitCode, String> {
 }
 
 fn reseal(cfg: &Config) -> Result<ExitCode, String> {
-    let sealer = open_sealer(cfg, None)?;
+    let sealer = open_sealer(cfg)?;
     let store = open_store(cfg)?;
     let (mut moved, mut current, mut failed) = (0u64, 0u64, 0u64);
     let mut after = None;

@@ -1,6 +1,9 @@
-//! Configuration: one TOML file; every scalar key can be overridden by an environment
-//! variable `ENROLLER_` + the key path in capitals with `_` for `.` (`tls.cert` ->
-//! `ENROLLER_TLS_CERT`). The custodian list is taken from the file only.
+//! Configuration: one TOML file, read by [`conf`]; every scalar key can be overridden by an
+//! environment variable `ENROLLER_` + the key path in capitals with `_` for `.` (`tls.cert`
+//! -> `ENROLLER_TLS_CERT`). The custodian list is taken from the file only. Precedence:
+//! built-in defaults < file < environment. The file is `--config FILE`, else
+//! `$ENROLLER_CONFIG`, else `enroller.toml`; relative paths in it (and in the variables) are
+//! taken from its folder.
 //!
 //! ```toml
 //! name = "main"                          # spiffe://<td>/enroller/main
@@ -40,27 +43,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use conf::service::{Log, Tls};
+use conf::{Invalid, Kind};
 use serde::Deserialize;
 
-/// Why a configuration was refused: always names the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    /// The TOML does not parse or a key has the wrong type.
-    #[error("config: {0}")]
-    Parse(String),
-    /// A key has a value outside its domain.
-    #[error("config key `{key}`: {problem}")]
-    Invalid {
-        /// The key path.
-        key: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
+/// Why a configuration was refused: names the file and the key, never a value.
+pub type ConfigError = conf::Error;
 
 /// The enroller's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,8 +72,8 @@ pub struct Config {
     /// Shards needed to recover.
     #[serde(default = "default_threshold")]
     pub threshold: u8,
-    /// TLS files.
-    pub tls: TlsConfig,
+    /// TLS files; the certificate is also the client certificate towards custodians.
+    pub tls: Tls,
     /// The custodians, in shard index order.
     pub custodians: Vec<CustodianConfig>,
     /// Limits.
@@ -93,30 +81,11 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     #[serde(default)]
-    pub log: LogConfig,
+    pub log: Log,
 }
 
 fn default_threshold() -> u8 {
     3
-}
-
-/// TLS files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// CA PEM.
-    pub ca: PathBuf,
-    /// Certificate chain PEM (also the client certificate towards custodians).
-    pub cert: PathBuf,
-    /// Key PEM.
-    pub key: PathBuf,
-    /// Seconds between checks for changed files (0: never).
-    #[serde(default = "default_reload")]
-    pub reload_seconds: u64,
-}
-
-fn default_reload() -> u64 {
-    5
 }
 
 /// One custodian.
@@ -169,168 +138,189 @@ impl Default for Limits {
     }
 }
 
-/// Logging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: String,
-    /// Tracing filter.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            level: "info".into(),
-        }
-    }
-}
-
-const KEYS: &[(&str, svc::config::EnvKind)] = &[
-    ("name", svc::config::EnvKind::Str),
-    ("trust_domain", svc::config::EnvKind::Str),
-    ("listen", svc::config::EnvKind::Str),
-    ("health_listen", svc::config::EnvKind::Str),
-    ("database", svc::config::EnvKind::Str),
-    ("profile", svc::config::EnvKind::Str),
-    ("user_ca_cert", svc::config::EnvKind::Str),
-    ("threshold", svc::config::EnvKind::Int),
-    ("tls.ca", svc::config::EnvKind::Str),
-    ("tls.cert", svc::config::EnvKind::Str),
-    ("tls.key", svc::config::EnvKind::Str),
-    ("tls.reload_seconds", svc::config::EnvKind::Int),
-    ("limits.login_validity_seconds", svc::config::EnvKind::Int),
-    ("limits.invitation_ttl_seconds", svc::config::EnvKind::Int),
-    ("limits.deposit_timeout_ms", svc::config::EnvKind::Int),
-    ("limits.max_body_bytes", svc::config::EnvKind::Int),
-    ("limits.max_connections", svc::config::EnvKind::Int),
-    ("limits.handshake_timeout_ms", svc::config::EnvKind::Int),
-    ("limits.request_timeout_ms", svc::config::EnvKind::Int),
-    ("limits.backoff_max_seconds", svc::config::EnvKind::Int),
-    ("log.format", svc::config::EnvKind::Str),
-    ("log.level", svc::config::EnvKind::Str),
+/// The keys only the enroller lets an environment variable override (besides
+/// [`conf::service::KEYS`]), with their TOML types.
+const KEYS: &[(&str, Kind)] = &[
+    ("user_ca_cert", Kind::Str),
+    ("threshold", Kind::Int),
+    ("limits.login_validity_seconds", Kind::Int),
+    ("limits.invitation_ttl_seconds", Kind::Int),
+    ("limits.deposit_timeout_ms", Kind::Int),
+    ("limits.backoff_max_seconds", Kind::Int),
 ];
 
 /// The environment variable that overrides `key`.
 pub fn env_name(key: &str) -> String {
-    svc::config::env_name("ENROLLER", key)
+    conf::env_name("ENROLLER", key)
 }
 
 impl Config {
-    /// Reads the file, applies environment overrides, validates.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        Config::from_toml(
-            &text,
-            |k| std::env::var(k).ok(),
-            path.parent().unwrap_or(Path::new(".")),
-        )
+    /// Finds the file (`config`, else `$ENROLLER_CONFIG`, else `enroller.toml`), reads it,
+    /// applies environment overrides, validates.
+    pub fn load(config: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = conf::locate(config, "ENROLLER_CONFIG", "enroller.toml");
+        loader(&path).load()
+    }
+}
+
+/// The loader of the file at `path`, with the `ENROLLER_*` overrides.
+fn loader(path: &Path) -> conf::Loader<'_> {
+    conf::service::loader(path, "ENROLLER", KEYS)
+}
+
+impl conf::Section for Config {
+    fn paths(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let mut paths = conf::service::paths(&mut self.database, &mut self.profile, &mut self.tls);
+        paths.push(("user_ca_cert", &mut self.user_ca_cert));
+        paths
     }
 
-    /// Parses with overrides from `env`; relative paths are taken from `base`.
-    pub fn from_toml(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-        base: &Path,
-    ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
-        svc::config::apply_env_overrides(&mut table, "ENROLLER", KEYS, env)
-            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
-        let mut c: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_owned()))?;
-        for p in [
-            &mut c.database,
-            &mut c.profile,
-            &mut c.user_ca_cert,
-            &mut c.tls.ca,
-            &mut c.tls.cert,
-            &mut c.tls.key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        certs::Name::new(&self.name).map_err(|e| ConfigError::Invalid {
-            key: "name",
-            problem: e.to_string(),
-        })?;
-        certs::TrustDomain::new(&self.trust_domain).map_err(|e| ConfigError::Invalid {
-            key: "trust_domain",
-            problem: e.to_string(),
-        })?;
-        if let Some(h) = self.health_listen {
-            if !h.ip().is_loopback() {
-                return Err(ConfigError::Invalid {
-                    key: "health_listen",
-                    problem: "the plain-HTTP health port must be a loopback address".into(),
-                });
-            }
-        }
+    fn check(&self) -> Result<(), Invalid> {
+        certs::Name::new(&self.name).map_err(|e| Invalid::new("name", e.to_string()))?;
+        certs::TrustDomain::new(&self.trust_domain)
+            .map_err(|e| Invalid::new("trust_domain", e.to_string()))?;
+        conf::service::check_health_listen(self.health_listen)?;
+        self.log.check()?;
         let n = self.custodians.len();
         if n > usize::from(shard::MAX_SHARDS) {
-            return Err(ConfigError::Invalid {
-                key: "custodians",
-                problem: "at most 16 custodians".into(),
-            });
+            return Err(Invalid::new("custodians", "at most 16 custodians"));
         }
         // Invariant: n <= 16 was checked just above.
-        shard::Threshold::new(self.threshold, n as u8).map_err(|_| ConfigError::Invalid {
-            key: "threshold",
-            problem: format!("needs 2 <= threshold <= number of custodians ({n})"),
+        shard::Threshold::new(self.threshold, n as u8).map_err(|_| {
+            Invalid::new(
+                "threshold",
+                format!("needs 2 <= threshold <= number of custodians ({n})"),
+            )
         })?;
         for (i, c) in self.custodians.iter().enumerate() {
-            shard::CustodianId::new(&c.name).map_err(|e| ConfigError::Invalid {
-                key: "custodians.name",
-                problem: e.to_string(),
-            })?;
+            shard::CustodianId::new(&c.name)
+                .map_err(|e| Invalid::new("custodians.name", e.to_string()))?;
             if self.custodians[..i].iter().any(|o| o.name == c.name) {
-                return Err(ConfigError::Invalid {
-                    key: "custodians.name",
-                    problem: format!("{} appears twice", c.name),
-                });
+                return Err(Invalid::new(
+                    "custodians.name",
+                    format!("{} appears twice", c.name),
+                ));
             }
         }
         let l = &self.limits;
         if !(61..=600).contains(&l.login_validity_seconds) {
-            return Err(ConfigError::Invalid {
-                key: "limits.login_validity_seconds",
-                problem: "must be 61..=600".into(),
-            });
+            return Err(Invalid::new(
+                "limits.login_validity_seconds",
+                "must be 61..=600",
+            ));
         }
         if l.invitation_ttl_seconds < 60 {
-            return Err(ConfigError::Invalid {
-                key: "limits.invitation_ttl_seconds",
-                problem: "must be >= 60".into(),
-            });
+            return Err(Invalid::new(
+                "limits.invitation_ttl_seconds",
+                "must be >= 60",
+            ));
         }
         if !(1..=300).contains(&l.backoff_max_seconds) {
-            return Err(ConfigError::Invalid {
-                key: "limits.backoff_max_seconds",
-                problem: "must be 1..=300".into(),
-            });
+            return Err(Invalid::new(
+                "limits.backoff_max_seconds",
+                "must be 1..=300",
+            ));
         }
         if l.max_connections == 0 || l.deposit_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits",
-                problem: "connections and timeouts must be > 0".into(),
-            });
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid {
-                key: "log.format",
-                problem: "must be \"text\" or \"json\"".into(),
-            });
+            return Err(Invalid::new(
+                "limits",
+                "connections and timeouts must be > 0",
+            ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "main"
+trust_domain = "example.test"
+listen = "127.0.0.1:7000"
+database = "enroller.db"
+profile = "token.toml"
+user_ca_cert = "pki/user-ca.pem"
+threshold = 2
+[tls]
+ca = "/pki/ca.pem"
+cert = "e.pem"
+key = "e.key"
+[[custodians]]
+name = "c1"
+address = "127.0.0.11:7001"
+server_name = "127.0.0.11"
+[[custodians]]
+name = "c2"
+address = "127.0.0.12:7001"
+server_name = "127.0.0.12"
+"#;
+
+    /// Parses `text` as if read from /etc/e/enroller.toml, with the variables `env`.
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = |k: &str| {
+            env.iter()
+                .find(|(v, _)| *v == k)
+                .map(|(_, x)| x.to_string())
+        };
+        loader(Path::new("/etc/e/enroller.toml"))
+            .text(text)
+            .env_source(env)
+            .load()
+    }
+
+    #[test]
+    fn env_overrides_and_relative_paths() {
+        let c = parse(
+            BASE,
+            &[
+                ("ENROLLER_LIMITS_LOGIN_VALIDITY_SECONDS", "61"),
+                ("ENROLLER_HEALTH_LISTEN", "127.0.0.1:7100"),
+                ("ENROLLER_TLS_KEY", "/k/e.key"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.login_validity_seconds, 61);
+        assert_eq!(c.health_listen, Some("127.0.0.1:7100".parse().unwrap()));
+        assert_eq!(c.user_ca_cert, PathBuf::from("/etc/e/pki/user-ca.pem"));
+        assert_eq!(c.tls.ca, PathBuf::from("/pki/ca.pem"));
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/e/e.pem"));
+        assert_eq!(c.tls.key, PathBuf::from("/k/e.key"));
+        assert_eq!(c.limits.backoff_max_seconds, 300);
+        assert_eq!(c.custodians.len(), 2);
+        assert_eq!(
+            env_name("limits.deposit_timeout_ms"),
+            "ENROLLER_LIMITS_DEPOSIT_TIMEOUT_MS"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        type Env = &'static [(&'static str, &'static str)];
+        let cases: [(String, Env, &str); 5] = [
+            (
+                BASE.into(),
+                &[("ENROLLER_HEALTH_LISTEN", "0.0.0.0:7100")],
+                "loopback",
+            ),
+            (BASE.into(), &[("ENROLLER_THRESHOLD", "3")], "`threshold`"),
+            (
+                BASE.into(),
+                &[("ENROLLER_LIMITS_BACKOFF_MAX_SECONDS", "x")],
+                "ENROLLER_LIMITS_BACKOFF_MAX_SECONDS",
+            ),
+            (BASE.replace("\"c2\"", "\"c1\""), &[], "`custodians.name`"),
+            (
+                BASE.replace("server_name = \"127.0.0.12\"", "port = 1"),
+                &[],
+                "custodians[1].port",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let e = parse(&text, env).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+            assert!(e.contains("/etc/e/enroller.toml"), "{e}");
+        }
     }
 }

@@ -18,17 +18,12 @@ use hsm::Profile;
     about = "Authenticates users, issues login certificates, splits and deposits secrets."
 )]
 struct Cli {
-    /// Configuration file (TOML); scalar keys can be overridden by ENROLLER_* variables.
-    #[arg(
-        long,
-        short,
-        env = "ENROLLER_CONFIG",
-        global = true,
-        default_value = "enroller.toml"
-    )]
-    config: PathBuf,
     #[command(subcommand)]
     command: Command,
+    /// Configuration file (TOML) [default: $ENROLLER_CONFIG, else enroller.toml]; scalar keys
+    /// can be overridden by ENROLLER_* variables.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -55,12 +50,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("enroller: {e}");
-            return ExitCode::from(2);
-        }
+    let Ok(cfg) = Config::load(cli.config.as_deref()).map_err(|e| eprintln!("enroller: {e}"))
+    else {
+        return ExitCode::from(2);
     };
     svc::init_logging(&cfg.log.format, &cfg.log.level);
     let result = match cli.command {

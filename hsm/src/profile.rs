@@ -1,4 +1,8 @@
-//! Device profiles: one TOML file per device family, in `hsm-profiles/`.
+//! Device profiles: one TOML file per device family, in `hsm-profiles/`, read by [`conf`]
+//! (a regular file of at most 1 MiB; unknown keys refused). No key is overridden by the
+//! environment or a flag, and paths are taken as written. The one variable a profile
+//! consults, `TPM2TOOLS_TCTI`, is a fallback *below* the file: it serves only when the
+//! profile sets no `tcti` ([`TpmProfile::effective_tcti`]), as with the TPM2 tools.
 //!
 //! ```toml
 //! backend = "pkcs11"
@@ -119,6 +123,7 @@ impl PinSource {
     }
 }
 
+/// The file as written: the backend names which of the two tables applies.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProfile {
@@ -133,11 +138,20 @@ struct RawProfile {
     tpm: Option<TpmProfile>,
 }
 
+impl conf::Section for RawProfile {}
+
 impl Profile {
     /// Parses a profile from TOML text.
     pub fn from_toml(text: &str) -> Result<Profile, Error> {
-        let raw: RawProfile =
-            toml::from_str(text).map_err(|e| Error::Profile(e.message().to_owned()))?;
+        let raw = conf::Loader::new(Path::new("profile"))
+            .text(text)
+            .load()
+            .map_err(|e: conf::Error| Error::Profile(e.kind.to_string()))?;
+        Profile::from_raw(raw)
+    }
+
+    /// The profile a parsed file describes.
+    fn from_raw(raw: RawProfile) -> Result<Profile, Error> {
         let p = match (raw.backend.as_str(), raw.pkcs11, raw.tpm) {
             ("pkcs11", Some(p), None) => Profile::Pkcs11(p),
             ("tpm", None, Some(t)) => Profile::Tpm(t),
@@ -151,10 +165,10 @@ impl Profile {
                     "backend = \"tpm\" needs exactly a [tpm] table".into(),
                 ))
             }
-            (other, _, _) => {
-                return Err(Error::Profile(format!(
-                    "backend {other:?} is not one of \"pkcs11\", \"tpm\""
-                )))
+            _ => {
+                return Err(Error::Profile(
+                    "backend is not one of \"pkcs11\", \"tpm\"".into(),
+                ))
             }
         };
         p.validate()?;
@@ -163,9 +177,10 @@ impl Profile {
 
     /// Reads and parses a profile file.
     pub fn load(path: &Path) -> Result<Profile, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Profile(format!("cannot read {}: {e}", path.display())))?;
-        Profile::from_toml(&text).map_err(|e| match e {
+        let raw = conf::Loader::new(path)
+            .load()
+            .map_err(|e: conf::Error| Error::Profile(format!("{}: {}", path.display(), e.kind)))?;
+        Profile::from_raw(raw).map_err(|e| match e {
             Error::Profile(m) => Error::Profile(format!("{}: {m}", path.display())),
             other => other,
         })

@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod config;
 pub mod probe;
 
 use std::future::Future;
