@@ -70,7 +70,7 @@ pub async fn serve(
         reload,
         request_timeout: Duration::from_millis(limits.request_timeout_ms.max(100)),
     };
-    svc::serve_on(
+    svc::serve(
         router,
         listener,
         files,

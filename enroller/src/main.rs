@@ -231,12 +231,14 @@ fn serve(cfg: Config) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        let listener = svc::bind(cfg.listen).await.map_err(|e| e.to_string())?;
+        let hooks = Arc::new(Hooks);
         svc::serve(
             router,
-            cfg.listen,
+            listener,
             files,
             limits,
-            Arc::new(Hooks),
+            hooks,
             svc::shutdown_signal(),
         )
         .await

@@ -169,20 +169,6 @@ pub fn peer_identity(
     Ok(id)
 }
 
-/// Serves `router` on `listen` until `shutdown` resolves, then drains in-flight
-/// requests (at most [`DRAIN`]). Every request carries a [`Peer`] extension.
-pub async fn serve<H: Hooks>(
-    router: Router,
-    listen: SocketAddr,
-    files: TlsFiles,
-    limits: ConnLimits,
-    hooks: Arc<H>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    let listener = bind(listen).await?;
-    serve_on(router, listener, files, limits, hooks, shutdown).await
-}
-
 /// Binds a listener, or says which address could not be bound.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
@@ -203,8 +189,9 @@ pub async fn serve_plain_health(addr: SocketAddr, router: Router) -> Result<(), 
     Ok(())
 }
 
-/// Like [`serve`], on a listener bound already.
-pub async fn serve_on<H: Hooks>(
+/// Serves `router` on `listener` (see [`bind`]) until `shutdown` resolves, then drains
+/// in-flight requests (at most [`DRAIN`]). Every request carries a [`Peer`] extension.
+pub async fn serve<H: Hooks>(
     router: Router,
     listener: TcpListener,
     files: TlsFiles,

@@ -12,8 +12,6 @@ use tracing::debug;
 
 use super::lock;
 use super::rc::{ck_text, map_ck};
-use super::token::login;
-use crate::profile::PinSource;
 use crate::Error;
 
 /// Modules loaded by this process, by canonical path. Never unloaded: cryptoki has no
@@ -151,19 +149,6 @@ impl Module {
             }
             .map_err(map_ck)
         })
-    }
-
-    /// Opens a session on `slot` logged in as the normal user, reading the PIN from `pin`
-    /// only when this process is not already logged in to the token.
-    pub fn user_session(
-        &self,
-        slot: Slot,
-        pin: &PinSource,
-        read_write: bool,
-    ) -> Result<Session, Error> {
-        let session = self.open_session(slot, read_write)?;
-        login(&session, pin)?;
-        Ok(session)
     }
 
     pub(super) fn mechanisms(&self, slot: Slot) -> Result<Vec<MechanismType>, Error> {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tracing::info;
 
@@ -78,6 +79,21 @@ fn set_user_pin(module: &Module, label: &str, so_pin: &str, user_pin: &str) -> R
         .init_pin(&AuthPin::new(user_pin.into()))
         .map_err(map_ck)?;
     session.logout().map_err(map_ck)
+}
+
+impl Module {
+    /// Opens a session on `slot` logged in as the normal user, reading the PIN from `pin`
+    /// only when this process is not already logged in to the token.
+    pub fn user_session(
+        &self,
+        slot: Slot,
+        pin: &PinSource,
+        read_write: bool,
+    ) -> Result<Session, Error> {
+        let session = self.open_session(slot, read_write)?;
+        login(&session, pin)?;
+        Ok(session)
+    }
 }
 
 /// Logs `session` in as the normal user unless the process already is.
