@@ -291,7 +291,7 @@ impl Custodian {
     fn service_spec(&self, label: &str) -> Spec {
         let mut spec = self.service.spec().clone();
         spec.name = format!("{}-{label}", self.name);
-        spec.logs = self.dir.join(format!("logs-{label}"));
+        spec.logs = self.dir.join("logs").join(label);
         spec
     }
 
@@ -402,7 +402,7 @@ impl Custodian {
     /// Scans every log for every needle; returns `file: what` for each hit.
     pub fn scan_logs(&self) -> Vec<String> {
         let needles = self.all_needles();
-        let logs = self.service.logs();
+        let logs = self.every_log();
         // One pass over all logs (each file framed by its name), so that the needle
         // index is built once; the files are named only when something was found.
         let mut all = String::new();
@@ -423,6 +423,31 @@ impl Custodian {
             }
         }
         named
+    }
+
+    /// The logs of its own runs and of every [`Custodian::serve_another`] process.
+    fn every_log(&self) -> Vec<(PathBuf, String)> {
+        let mut logs = self.service.logs();
+        let dirs = std::fs::read_dir(self.dir.join("logs"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_else(|_| Vec::new());
+        for dir in dirs {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            files.sort();
+            for f in files {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+                logs.push((f, text));
+            }
+        }
+        logs
     }
 
     /// Kills the process and scans the logs now; panics on a leak.

@@ -332,7 +332,12 @@ impl Service {
     /// Every log its runs wrote so far, in order, with their paths.
     pub fn logs(&self) -> Vec<(PathBuf, String)> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.spec.logs)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
             .unwrap_or_default();
         paths.sort();
         paths
