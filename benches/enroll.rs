@@ -8,7 +8,7 @@
 //!   client on one kept-alive connection, then a few clients at once.
 //!
 //! Build the binaries in release first, then run:
-//! `cargo build --release --workspace --bins && cargo bench -p e2e --bench enroll`.
+//! `cargo build --release --workspace --bins && cargo bench -p shard-custodians-tests --bench enroll`.
 //! Every phase is bounded in count and time. `ENROLL_BENCH_N` sets the number of
 //! enrollments (default 100).
 
