@@ -35,11 +35,6 @@ impl Bins {
         Ok(Bins { dir })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Path of `shardctl`.
     pub fn shardctl(&self) -> PathBuf {
         self.dir.join("shardctl")

@@ -23,7 +23,7 @@ pub const TRUST_DOMAIN: &str = "demo.test";
 pub const ENROLLER_OCTET: u8 = 10;
 
 /// A trust domain with its custodians and, once started, its enroller. Dropping it stops
-/// every process and device and removes the files (unless kept).
+/// every process and device and removes the files.
 pub struct Cluster {
     /// The binaries it runs.
     pub bins: Bins,
@@ -35,7 +35,6 @@ pub struct Cluster {
     pub nodes: Vec<Custodian>,
     /// The enroller, once started with [`Cluster::start_enroller`].
     pub enroller: Option<Enroller>,
-    keep: bool,
 }
 
 impl Cluster {
@@ -65,7 +64,6 @@ impl Cluster {
             pki: pki.clone(),
             nodes: Vec::new(),
             enroller: None,
-            keep: false,
         };
         cluster.shardctl(&["pki", "init", "--trust-domain", TRUST_DOMAIN])?;
         say(&format!(
@@ -234,14 +232,7 @@ impl Cluster {
             tls,
             out_dir: self.pki.clone(),
             user_ca: self.pki.join("user-ca.pem"),
-            custodians: self
-                .nodes
-                .iter()
-                .map(|n| Peer {
-                    name: n.name.clone(),
-                    addr: n.addr,
-                })
-                .collect(),
+            custodians: self.peers(),
             threshold: t,
             env: env
                 .iter()
@@ -258,6 +249,17 @@ impl Cluster {
         say(&format!("enroller on {}: token keys provisioned (`enroller init`), user CA issued by the trust domain's CA", enroller.addr));
         self.enroller = Some(enroller);
         Ok(())
+    }
+
+    /// The custodians as configurations name them.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.nodes
+            .iter()
+            .map(|n| Peer {
+                name: n.name.clone(),
+                addr: n.addr,
+            })
+            .collect()
     }
 
     /// The enroller as its clients see it (the admin is `admin/ops`).
@@ -377,11 +379,6 @@ impl Cluster {
         let rec = shard::combine_verified(&manifest, returned).expect("combine");
         rec.secret.expose().to_vec()
     }
-
-    /// Keeps the working directory after drop (processes are still stopped).
-    pub fn keep_files(&mut self) {
-        self.keep = true;
-    }
 }
 
 /// The identity of user `name` in a cluster's trust domain.
@@ -393,8 +390,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.enroller = None;
         self.nodes.clear();
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

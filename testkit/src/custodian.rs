@@ -238,11 +238,6 @@ impl Custodian {
         &self.device
     }
 
-    /// Its device's kind.
-    pub fn backend(&self) -> Backend {
-        self.device.backend()
-    }
-
     /// The directory holding configuration, database, profile and logs.
     pub fn dir(&self) -> &Path {
         &self.dir

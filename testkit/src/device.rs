@@ -78,14 +78,6 @@ impl Device {
         }
     }
 
-    /// The swtpm, when this is one.
-    pub fn tpm(&self) -> Option<&Swtpm> {
-        match self {
-            Device::Tpm(tpm) => Some(tpm),
-            Device::Token { .. } => None,
-        }
-    }
-
     /// What a process needs in its environment to reach the device: `SOFTHSM2_CONF` and
     /// the user PIN in `SHARD_HSM_PIN` (the shipped profile's `pin_env`) for a token;
     /// nothing for a swtpm (its profile names its TCTI).

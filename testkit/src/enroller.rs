@@ -25,6 +25,21 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
+/// The `[[custodians]]` tables of a configuration (the enroller's and `shardctl`'s have the
+/// same), naming each custodian by the IP of its address.
+pub fn custodians_toml(custodians: &[Peer]) -> String {
+    let mut toml = String::new();
+    for c in custodians {
+        toml.push_str(&format!(
+            "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
+            c.name,
+            c.addr,
+            c.addr.ip()
+        ));
+    }
+    toml
+}
+
 /// Where an enroller lives and what it is given.
 pub struct Setup {
     /// Its loopback address (its certificate names it).
@@ -123,15 +138,7 @@ impl Enroller {
                 token.pin_file().display()
             ),
         )?;
-        let mut custodians = String::new();
-        for c in &setup.custodians {
-            custodians.push_str(&format!(
-                "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
-                c.name,
-                c.addr,
-                c.addr.ip()
-            ));
-        }
+        let custodians = custodians_toml(&setup.custodians);
         let config = setup.dir.join("enroller.toml");
         let database = setup.dir.join("enroller.db");
         write(

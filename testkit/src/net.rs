@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
 
 /// `127.0.0.1`.
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -44,18 +43,6 @@ pub fn is_listening(addr: SocketAddr) -> bool {
         let state = f.nth(1).unwrap_or("");
         state == "0A" && (local == want || local == any)
     })
-}
-
-/// Waits until something listens on `addr`, at most `timeout`.
-pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    while !is_listening(addr) {
-        if Instant::now() > deadline {
-            return Err(format!("nothing listens on {addr} after {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, TRUST_DOMAIN};
 use crate::device::Backend;
-use crate::enroller::GOOD_PASSWORD;
+use crate::enroller::{custodians_toml, GOOD_PASSWORD};
 use crate::Bins;
 
 /// Runs `shardctl ARGS` with `SHARDCTL_PKI_DIR=dir`, which must succeed; returns stdout.
@@ -38,7 +38,7 @@ pub fn config_text(cluster: &Cluster) -> Result<String, String> {
         .enroller
         .as_ref()
         .ok_or("the enroller is not started")?;
-    let mut config = format!(
+    let config = format!(
         "trust_domain = \"{TRUST_DOMAIN}\"\nca = \"{}\"\nmanifest_key = \"{}\"\n\n[enroller]\naddress = \"{}\"\n\n[admin]\ncert = \"{}\"\nkey = \"{}\"\n",
         cluster.pki.join("ca.pem").display(),
         cluster.pki.join("enroller-manifest.pub.pem").display(),
@@ -46,15 +46,7 @@ pub fn config_text(cluster: &Cluster) -> Result<String, String> {
         admin_cert.display(),
         admin_key.display(),
     );
-    for n in &cluster.nodes {
-        config.push_str(&format!(
-            "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
-            n.name,
-            n.addr,
-            n.addr.ip()
-        ));
-    }
-    Ok(config)
+    Ok(config + &custodians_toml(&cluster.peers()))
 }
 
 /// A cluster with an enroller, and the configuration its users' `shardctl` reads.
