@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
 echo "building (the first build takes a few minutes)..." >&2
-cargo build --release --locked --quiet -p shardctl -p custodian -p enroller -p e2e
+cargo build --release --locked --quiet -p shardctl -p custodian -p enroller -p testkit
 SHARD_BIN_DIR="$CARGO_TARGET_DIR/release" exec "$CARGO_TARGET_DIR/release/demo" "$@"

@@ -6,9 +6,6 @@
 //! Run with release services: `cargo build --release --workspace --bins && cargo bench -p
 //! shardctl --bench cli`. `SHARDCTL_BENCH_RUNS` changes the number of runs (default 50).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +21,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let w = common::world();
+    let w = testkit::shardctl::world();
     let user = w.logged_in("bench");
     println!(
         "shardctl latency, {runs} runs, 4 custodians (2 SoftHSM2, 2 swtpm), threshold 3, loopback"

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{handshake, ServerEnd};
+use testkit::shardctl::mode;
 
 /// A scratch directory to run `shardctl` in.
 struct Workspace {
@@ -69,12 +70,6 @@ impl Workspace {
     fn init(&self) {
         self.ok(&["pki", "init", "--trust-domain", "example.org"]);
     }
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
 fn read(path: &Path) -> Vec<u8> {

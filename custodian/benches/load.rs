@@ -37,25 +37,21 @@
 //! Environment: `LOAD_SECS` (seconds per measurement and side, default 3),
 //! `LOAD_SHARDS` (size of the big database, default 1,000,000).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use certs::{Ca, Name, Role, TrustDomain};
-use hsm::testing::softhsm::SoftHsm;
 use hsm::{Mechanism, SealContext, Sealer};
 use mtls::Client;
 use sha2::{Digest, Sha256};
 use shard::{Salt, SecretId, ShardEnvelope, ShareBytes, Threshold};
+use testkit::custodian::{Custodian, Options, NAME};
+use testkit::pki::Identity;
+use testkit::process::Service;
+use testkit::Bins;
 
-const BIN: &str = env!("CARGO_BIN_EXE_custodian");
-const SOFTHSM_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hsm-profiles/softhsm2.toml");
-const NAME: &str = "c1";
-const OWNER: &str = "spiffe://bench.test/user/alice";
+const OWNER: &str = "spiffe://example.test/user/alice";
 const LEVELS: [usize; 3] = [1, 16, 256];
 /// Number range of the 1,000 shards deposited through the API first.
 const SMALL_SET: u64 = 1_000;
@@ -73,8 +69,9 @@ fn main() {
     let measure_time = Duration::from_secs(secs);
     let run = Run::setup();
     println!(
-        "custodian load benchmark: {} cores, {secs} s per measurement, server {BIN}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "custodian load benchmark: {} cores, {secs} s per measurement, server {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        Bins::locate().expect("binaries").custodian().display()
     );
     // The figures depend on what else runs on the machine; say how busy it was.
     println!("load average at start: {}", loadavg());
@@ -240,194 +237,69 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Set-up: PKI, token, configuration
+// Set-up: PKI, token, configuration (the custodian harness), two servers
 
+/// One custodian's trust domain, token and configuration; its own process is stopped at
+/// once, the servers measured run on databases of their own.
 struct Run {
-    dir: tempfile::TempDir,
-    token: SoftHsm,
-    pin: String,
-    config: PathBuf,
-    ca_pem: String,
-    server_id: certs::SpiffeId,
-    enroller: (String, certs::PrivateKeyPem),
-    alice: (String, certs::PrivateKeyPem),
+    custodian: Custodian,
 }
 
 impl Run {
     fn setup() -> Run {
-        let dir = tempfile::Builder::new()
-            .prefix("custodian-load-")
-            .tempdir()
-            .expect("temp dir");
-        let td = TrustDomain::new("bench.test").expect("td");
-        let ca = Ca::init(&td).expect("CA");
-        let day = Duration::from_secs(86_400);
-        let name = |n: &str| Name::new(n).expect("name");
-        let server = ca
-            .issue(
-                Role::Custodian,
-                &name(NAME),
-                &[],
-                &["127.0.0.1".parse().expect("ip")],
-                day,
-            )
-            .expect("issue");
-        let enroller = ca
-            .issue(Role::Enroller, &name("main"), &[], &[], day)
-            .expect("issue");
-        let alice = ca
-            .issue(Role::User, &name("alice"), &[], &[], day)
-            .expect("issue");
-        assert_eq!(alice.spiffe_id.to_string(), OWNER);
-        let pki = dir.path().join("pki");
-        std::fs::create_dir(&pki).expect("mkdir");
-        std::fs::write(pki.join("ca.pem"), ca.cert_pem()).expect("write");
-        std::fs::write(pki.join("server.pem"), &server.cert_pem).expect("write");
-        certs::write_new_private(&pki.join("server.key"), server.key_pem.as_bytes())
-            .expect("write");
-
-        let token = SoftHsm::start_standalone("custodian").expect("SoftHSM token");
-        let pin = std::fs::read_to_string(token.pin_file())
-            .expect("pin")
-            .trim()
-            .to_owned();
+        let mut custodian = Custodian::start_with(Options {
+            log_level: "info".into(),
+            release_per_second: 1e9,
+            release_burst: 1e9,
+            env: vec![("CUSTODIAN_LIMITS_MAX_CONNECTIONS".into(), "1024".into())],
+            ..Options::default()
+        });
+        assert_eq!(custodian.pki.alice.id.to_string(), OWNER);
+        custodian.stop().expect("stop");
         // This process opens the same token for the bulk load and the raw device
         // rate; SoftHSM reads the variable when the module is first loaded (below).
+        let token = custodian.device().token().expect("a SoftHSM2 token");
         std::env::set_var("SOFTHSM2_CONF", token.conf_path());
-
-        let config = dir.path().join("custodian.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"name = "{NAME}"
-trust_domain = "bench.test"
-listen = "127.0.0.1:1"
-health_listen = "127.0.0.1:2"
-database = "custodian.db"
-profile = "{SOFTHSM_PROFILE}"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/server.pem"
-key = "pki/server.key"
-[limits]
-release_per_second = 1e9
-release_burst = 1e9
-max_connections = 1024
-[log]
-level = "info"
-"#
-            ),
-        )
-        .expect("config");
-        let run = Run {
-            dir,
-            token,
-            pin,
-            config,
-            ca_pem: ca.cert_pem().to_owned(),
-            server_id: server.spiffe_id,
-            enroller: (enroller.cert_pem, enroller.key_pem),
-            alice: (alice.cert_pem, alice.key_pem),
-        };
-        let out = run
-            .command(None)
-            .arg("init")
-            .output()
-            .expect("custodian init");
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        run
+        Run { custodian }
     }
 
     /// A database file of this run.
     fn db(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.custodian.dir().join(name)
     }
 
-    fn command(&self, ports: Option<(SocketAddr, SocketAddr)>) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--config")
-            .arg(&self.config)
-            .env("SOFTHSM2_CONF", self.token.conf_path())
-            .env("SHARD_HSM_PIN", &self.pin)
-            .stdin(Stdio::null());
-        if let Some((listen, health)) = ports {
-            c.env("CUSTODIAN_LISTEN", listen.to_string())
-                .env("CUSTODIAN_HEALTH_LISTEN", health.to_string());
-        }
-        c
-    }
-
-    fn client(&self, server: &Server, who: &(String, certs::PrivateKeyPem)) -> Client {
-        let tls =
-            certs::tls::client_config(self.ca_pem.as_bytes(), who.0.as_bytes(), who.1.as_bytes())
-                .expect("client config");
-        Client::new(server.addr, "127.0.0.1", Arc::new(tls))
-            .expect("client")
-            .expect_identity(self.server_id.clone())
+    fn client(&self, server: &Server, who: &Identity) -> Client {
+        self.custodian
+            .client_of(&server.service, self.custodian.pki.client_tls(who))
             .with_deadline(Duration::from_secs(60))
     }
 
     /// The server's sealer, opened in this process on the same token.
     fn sealer(&self) -> hsm::pkcs11::Pkcs11Sealer {
-        let profile = self.token.profile(Mechanism::AesGcm);
+        let token = self.custodian.device().token().expect("a SoftHSM2 token");
+        let profile = token.profile(Mechanism::AesGcm);
         assert_eq!(profile.token_label, "custodian");
         hsm::pkcs11::Pkcs11Sealer::open(&profile).expect("open the token in-process")
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
 struct Server {
-    child: Child,
-    addr: SocketAddr,
+    service: Service,
 }
 
 impl Server {
     /// `custodian serve` on database `db` (a file name in the run's directory).
     fn start(run: &Run, db: &str) -> Server {
-        for attempt in 0.. {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let log = run.dir.path().join(format!("serve-{}.log", now_millis()));
-            let mut child = run
-                .command(Some((addr, health)))
-                .env("CUSTODIAN_DATABASE", run.db(db))
-                .arg("serve")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .expect("spawn custodian");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    assert!(
-                        attempt < 5 && text.contains("cannot listen"),
-                        "custodian exited ({status}): {text}"
-                    );
-                    break;
-                }
-                if health_ok(health) {
-                    return Server { child, addr };
-                }
-                assert!(Instant::now() < deadline, "custodian not ready");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        unreachable!()
+        let path = run.db(db).to_string_lossy().into_owned();
+        let service = run
+            .custodian
+            .serve_another(db, &[("CUSTODIAN_DATABASE", &path)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Server { service }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.service.pid().expect("running")
     }
 
     /// Resets the peak RSS so that the next reading covers only what follows.
@@ -452,26 +324,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.service.stop().expect("stop");
     }
 }
 
@@ -487,21 +340,6 @@ fn cpu_of(stat: &str) -> Duration {
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
-}
-
-fn health_ok(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 fn now_millis() -> u64 {
@@ -520,12 +358,8 @@ struct Gen {
 
 impl Gen {
     fn new() -> Gen {
-        let mut seed = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut seed))
-            .expect("urandom");
         Gen {
-            seed,
+            seed: testkit::envelope::os_seed(),
             base_millis: now_millis() - 100_000_000,
         }
     }
@@ -619,12 +453,7 @@ impl XorShift {
     }
 }
 
-async fn connect(
-    run: &Run,
-    server: &Server,
-    who: &(String, certs::PrivateKeyPem),
-    n: usize,
-) -> Vec<Arc<Client>> {
+async fn connect(run: &Run, server: &Server, who: &Identity, n: usize) -> Vec<Arc<Client>> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let c = Arc::new(run.client(server, who));
@@ -675,8 +504,8 @@ async fn measure(
     let mut acc = Vec::new();
     for (server, op) in targets {
         let who = match op {
-            Op::Release(_) => &run.alice,
-            Op::Deposit(_) => &run.enroller,
+            Op::Release(_) => &run.custodian.pki.alice,
+            Op::Deposit(_) => &run.custodian.pki.enroller,
         };
         clients.push(connect(run, server, who, conns).await);
         server.reset_peak();
@@ -768,7 +597,7 @@ async fn warm_up(run: &Run, gen: &Arc<Gen>, server: &Server, range: std::ops::Ra
 }
 
 async fn fill_via_api(run: &Run, server: &Server, gen: &Arc<Gen>, range: std::ops::Range<u64>) {
-    let clients = connect(run, server, &run.enroller, 16).await;
+    let clients = connect(run, server, &run.custodian.pki.enroller, 16).await;
     let next = Arc::new(AtomicU64::new(range.start));
     let mut tasks = Vec::new();
     for client in clients {

@@ -1,12 +1,14 @@
 //! The custodian API end to end on SoftHSM2: the real binary, real mutual TLS.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::*;
 use hyper::{Method, StatusCode};
+use testkit::custodian::*;
+use testkit::envelope::*;
+use testkit::http::*;
+use testkit::scan::*;
+use testkit::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -104,7 +106,7 @@ async fn deposit_then_release_round_trip_softhsm() {
     assert!(audit
         .iter()
         .any(|a| a.event == "release" && a.reason == "not_found" && a.secret_id == sid(&small)));
-    let v = c.run(&["audit", "verify"]);
+    let v = c.run(&["audit", "verify"]).unwrap();
     assert!(v.status.success(), "{v:?}");
     assert_eq!(
         v.stdout.trim(),
@@ -514,7 +516,8 @@ async fn health_on_the_loopback_port_and_over_mtls_only() {
         .await
         .unwrap();
 
-    let (status, body) = http_get(c.health, "/health").unwrap();
+    let r = get_plain(c.health, "/health").unwrap();
+    let (status, body) = (r.status, r.text());
     assert_eq!(status, 200, "{body}");
     let h: wire::custodian::HealthResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -528,7 +531,8 @@ async fn health_on_the_loopback_port_and_over_mtls_only() {
         "{info}"
     );
 
-    let (status, metrics) = http_get(c.health, "/metrics").unwrap();
+    let r = get_plain(c.health, "/metrics").unwrap();
+    let (status, metrics) = (r.status, r.text());
     assert_eq!(status, 200);
     assert!(metrics.contains("custodian_shards_stored 1"), "{metrics}");
     assert!(
@@ -558,20 +562,26 @@ async fn health_on_the_loopback_port_and_over_mtls_only() {
     });
 
     // The health port speaks no API, and the API port speaks no plaintext.
-    let (status, _) = http_get(c.health, &format!("/v1/shards/{}", env.secret_id)).unwrap();
+    let status = get_plain(c.health, &format!("/v1/shards/{}", env.secret_id))
+        .unwrap()
+        .status;
     assert_eq!(status, 404);
     assert!(
-        http_get(c.addr, "/v1/health").is_err(),
+        get_plain(c.addr, "/v1/health").is_err(),
         "plaintext on the mTLS port"
     );
 
     // A plain-HTTP port anywhere but on loopback is refused at start-up.
-    let port = free_port().to_string();
+    let port = testkit::net::free_addr(testkit::net::LOCALHOST)
+        .unwrap()
+        .port()
+        .to_string();
     let out = tokio::task::block_in_place(|| {
         c.run_with_env(
             &["serve"],
             &[("CUSTODIAN_HEALTH_LISTEN", &format!("0.0.0.0:{port}"))],
         )
+        .unwrap()
     });
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
@@ -610,7 +620,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     stream.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    c.sigterm();
+    c.sigterm().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(c.is_running(), "exited with a request in flight");
     // No new connections once shutdown started.
@@ -624,7 +634,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     stream.flush().await.unwrap();
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
-    let (status, answer) = parse_http(&raw).expect("an HTTP answer to the in-flight deposit");
+    let r = parse(&raw).expect("an HTTP answer to the in-flight deposit");
+    let (status, answer) = (r.status, r.text());
     assert_eq!(status, 201, "{answer}");
 
     let code = tokio::task::block_in_place(|| c.wait_exit(Duration::from_secs(10)))
@@ -643,7 +654,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     assert!(log.contains("all connections drained"), "{log}");
 
     // Durable: after a restart the shard releases intact.
-    tokio::task::block_in_place(|| c.spawn());
+    tokio::task::block_in_place(|| c.start().unwrap());
     let got = c
         .client(&c.pki.alice)
         .release(&env.secret_id, None)

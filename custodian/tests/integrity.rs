@@ -1,16 +1,17 @@
 //! Damage and crashes: edited blobs, an edited or shortened audit log, `kill -9`
 //! in the middle of concurrent deposits.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use hsm::blob::HEADER_LEN;
 use hyper::Method;
 use shard::ShardEnvelope;
+use testkit::custodian::*;
+use testkit::envelope::*;
+use testkit::http::*;
+use testkit::Backend;
 
 fn blob_of(c: &Custodian, env: &ShardEnvelope) -> Vec<u8> {
     c.db()
@@ -91,7 +92,7 @@ async fn an_edited_blob_fails_release_cleanly_and_is_audited() {
     assert_eq!(&got.envelope[..], &intact.encode()[..]);
     let other = c.client(&c.pki.alice);
     assert_eq!(other.health().await.unwrap().status, "ok");
-    let (status, _) = http_get(c.health, "/health").unwrap();
+    let status = get_plain(c.health, "/health").unwrap().status;
     assert_eq!(status, 200);
     let mut c = c;
     assert!(c.is_running());
@@ -158,7 +159,7 @@ async fn audit_verify_reports_intact_then_names_edited_and_deleted_rows() {
     // A deleted row is named, with the server stopped too.
     db.execute("DELETE FROM audit WHERE seq = 6", []).unwrap();
     drop(db);
-    c.stop();
+    assert!(c.stop().unwrap().success());
     let v = c.audit_verify();
     assert_eq!(v.status.code(), Some(1), "{v:?}");
     assert_eq!(
@@ -235,7 +236,7 @@ async fn kill9_during_concurrent_deposits_loses_no_acknowledged_deposit() {
             "round {round}: the kill interrupted no client"
         );
 
-        tokio::task::block_in_place(|| c.spawn());
+        tokio::task::block_in_place(|| c.start().unwrap());
         let v = tokio::task::block_in_place(|| c.audit_verify());
         assert!(v.status.success(), "round {round}: {v:?}");
 

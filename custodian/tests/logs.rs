@@ -3,11 +3,13 @@
 //! would catch a leak, and drives one custodian through every route and failure
 //! at trace level, in JSON, and scans that too.
 
-mod common;
-
 use base64::Engine;
-use common::*;
 use hyper::Method;
+use testkit::custodian::*;
+use testkit::envelope::*;
+use testkit::http::*;
+use testkit::pki::*;
+use testkit::scan::*;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -235,15 +237,15 @@ async fn trace_level_json_logs_of_every_route_and_failure_hold_no_secret() {
         .request(Method::GET, "/v1/metrics", None)
         .await
         .unwrap();
-    http_get(c.health, "/health").unwrap();
-    http_get(c.health, "/metrics").unwrap();
+    get_plain(c.health, "/health").unwrap();
+    get_plain(c.health, "/metrics").unwrap();
     // Graceful stop, then the offline commands.
     drop((enroller, alice, bob, admin));
     tokio::task::block_in_place(|| {
-        c.stop();
+        assert!(c.stop().unwrap().success());
         assert!(c.audit_verify().status.success());
-        assert!(c.run(&["rotate"]).status.success());
-        c.spawn();
+        assert!(c.run(&["rotate"]).unwrap().status.success());
+        c.start().unwrap();
     });
     let got = c
         .client(&c.pki.alice)

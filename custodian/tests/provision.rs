@@ -2,12 +2,11 @@
 //! creates a missing SoftHSM2 token and never touches an existing one, and
 //! `custodian health` (the HEALTHCHECK) answers 0 only while the service is ready.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Backend, Custodian, BIN};
+use testkit::custodian::Custodian;
+use testkit::{Backend, Bins};
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../softhsm/softhsm2.conf.in");
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -61,7 +60,7 @@ impl Fresh {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(Bins::locate().expect("binaries").custodian());
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("CUSTODIAN_") {
             cmd.env_remove(&k);
@@ -169,11 +168,11 @@ fn create_token_refuses_unreadable_so_pin_and_tpm_profiles_clearly() {
 #[test]
 fn health_answers_zero_only_while_serving() {
     let mut c = Custodian::start(Backend::SoftHsm);
-    let up = c.run(&["health"]);
+    let up = c.run(&["health"]).unwrap();
     assert!(up.status.success(), "{}{}", up.stdout, up.stderr);
     assert!(up.stdout.contains("\"status\":\"ok\""), "{}", up.stdout);
-    c.stop();
-    let down = c.run(&["health"]);
+    assert!(c.stop().unwrap().success());
+    let down = c.run(&["health"]).unwrap();
     assert!(
         !down.status.success(),
         "health succeeded with the service stopped"

@@ -1,12 +1,14 @@
 //! Who may do what: refused handshakes and refused roles, each audited.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use certs::Role;
-use common::*;
 use hyper::Method;
+use testkit::custodian::*;
+use testkit::envelope::*;
+use testkit::http::*;
+use testkit::pki::*;
+use testkit::Backend;
 
 /// A client that must not get any HTTP answer: the handshake (or, in TLS 1.3, the
 /// first read after it, which carries the server's alert) fails.
@@ -58,7 +60,7 @@ async fn handshakes_without_a_valid_client_certificate_are_refused_and_audited()
     });
 
     // The refusals are counted in the metrics too, and a valid peer still gets in.
-    let (_, metrics) = http_get(c.health, "/metrics").unwrap();
+    let metrics = get_plain(c.health, "/metrics").unwrap().text();
     for reason in [
         "no_client_certificate",
         "unknown_ca",

@@ -3,18 +3,17 @@
 //! and the custodian goes on serving.
 //!
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::custodian::*;
+use testkit::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_cut_off_with_408() {
     let mut c = Custodian::start(Backend::SoftHsm);
-    c.stop();
+    assert!(c.stop().unwrap().success());
     let config = c.dir().join("custodian.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
@@ -22,7 +21,7 @@ async fn a_trickled_body_is_cut_off_with_408() {
         text.replace("[limits]\n", "[limits]\nrequest_timeout_ms = 400\n"),
     )
     .expect("config");
-    c.spawn();
+    c.start().unwrap();
 
     let mut tls = (*c.pki.client_tls(&c.pki.enroller)).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -1,10 +1,11 @@
 //! The custodian on a TPM 2.0 (a private swtpm, through the shipped TPM profile).
 
-mod common;
-
-use common::*;
 use hsm::blob::HEADER_LEN;
 use hyper::Method;
+use testkit::custodian::*;
+use testkit::envelope::*;
+use testkit::http::*;
+use testkit::Backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_then_release_round_trip_tpm() {
@@ -86,8 +87,8 @@ async fn deposit_then_release_round_trip_tpm() {
     // A restarted custodian (new process, same TPM) still unseals.
     drop(db);
     tokio::task::block_in_place(|| {
-        c.stop();
-        c.spawn();
+        assert!(c.stop().unwrap().success());
+        c.start().unwrap();
     });
     let alice = c.client(&c.pki.alice);
     for e in [&small, &large] {

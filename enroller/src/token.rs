@@ -351,8 +351,8 @@ pub fn public_key_pem(key: &VerifyingKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hsm::testing::softhsm::SoftHsm;
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use testkit::device::softhsm::SoftHsm;
 
     #[test]
     fn provision_is_idempotent_and_keys_work_but_never_leave() {

@@ -3,17 +3,18 @@
 //! fails the enrollment clearly (502, the custodian named with its reason), within the
 //! deposit deadline, and no shard of it stays anywhere.
 
-mod enroller_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certs::rustls::ClientConfig;
-use e2e::{Backend, Cluster};
-use enroller_support::*;
 use mtls::{Client, Method};
 use p256::pkcs8::DecodePublicKey;
 use serde_json::{json, Value};
+use testkit::clock::{align_to_second, unix, unix_f64};
+use testkit::cluster::user_id;
+use testkit::enroller::{EnrollerApi, UserKey, GOOD_PASSWORD};
+use testkit::http::{Http, Reply};
+use testkit::{Backend, Cluster};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -27,7 +28,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// expired (a very slow machine), so the test fails only when a valid one is refused.
 /// Returns what `f` returned and the login answer.
 fn with_fresh_short_certificate<T>(
-    e: &Enroller,
+    e: &EnrollerApi,
     name: &str,
     key: &UserKey,
     f: impl Fn(&Arc<ClientConfig>) -> Result<T, String>,
@@ -50,14 +51,14 @@ fn with_fresh_short_certificate<T>(
     panic!("the certificate expired before it could be used, three times: {last}");
 }
 
-fn short_lived_cluster() -> (Cluster, Enroller) {
-    let cluster = cluster(
+fn short_lived_cluster() -> (Cluster, EnrollerApi) {
+    let cluster = Cluster::with_enroller(
         &[Backend::SoftHsm, Backend::Tpm],
         &[],
         2,
         &[("ENROLLER_LIMITS_LOGIN_VALIDITY_SECONDS", "61")],
     );
-    let e = Enroller::of(&cluster);
+    let e = cluster.enroller_api().unwrap();
     (cluster, e)
 }
 
@@ -132,18 +133,17 @@ fn an_expired_login_certificate_is_refused_by_the_custodians_and_the_enroller() 
         (st.as_u16(), body["reason"].as_str()),
         (401, Some("certificate_expired"))
     );
-    for log in log_files(&cluster) {
+    for (name, log) in cluster.logs() {
         assert!(
-            read_text(&log).contains("expired_certificate"),
-            "{} does not name the refusal",
-            log.display()
+            log.contains("expired_certificate"),
+            "{name} does not name the refusal"
         );
     }
 
     // A fresh certificate recovers the key that was enrolled.
     let mk = e.manifest_key();
     let (recovered, _) = with_fresh_short_certificate(&e, "olga", &key, |tls| {
-        Ok(rt.block_on(recover(&cluster, tls, &[0, 1], &enr, &mk)))
+        Ok(rt.block_on(cluster.recover(tls, &[0, 1], &enr, &mk)))
     });
     let pk = p256::SecretKey::from_slice(&recovered)
         .unwrap()
@@ -164,7 +164,7 @@ fn an_expired_login_certificate_cannot_resume_or_keep_a_session_at_the_custodian
                 .try_call("POST", "/v1/enroll", Some(&json!({"kind": "p256"})))?;
         assert_eq!(r.status, 201, "{:?}", r.body);
         let id: shard::SecretId = r.body["secret_id"].as_str().unwrap().parse().unwrap();
-        let kept = custodians(&cluster, tls);
+        let kept = cluster.clients(tls);
         for c in &kept {
             rt.block_on(c.release(&id, None))
                 .map_err(|e| e.to_string())?;
@@ -190,7 +190,7 @@ fn an_expired_login_certificate_cannot_resume_or_keep_a_session_at_the_custodian
 /// The secret ids of `owner` at every custodian.
 fn held(rt: &tokio::runtime::Runtime, cluster: &Cluster, owner: &str) -> Vec<Vec<String>> {
     (0..cluster.nodes.len())
-        .map(|i| rt.block_on(shards_of(cluster, i, owner)))
+        .map(|i| rt.block_on(cluster.shards_of(i, owner)))
         .collect()
 }
 
@@ -206,13 +206,13 @@ fn ids(list: &Reply) -> Vec<String> {
 
 #[test]
 fn a_custodian_down_or_hung_fails_the_enrollment_and_leaves_no_shard() {
-    let mut cluster = cluster(
+    let mut cluster = Cluster::with_enroller(
         &[Backend::SoftHsm, Backend::Tpm, Backend::SoftHsm],
         &[],
         2,
         &[("ENROLLER_LIMITS_DEPOSIT_TIMEOUT_MS", "500")],
     );
-    let e = Enroller::of(&cluster);
+    let e = cluster.enroller_api().unwrap();
     e.new_user("pete", GOOD_PASSWORD, false);
     let (tls, _) = e.session("pete", GOOD_PASSWORD, None, &UserKey::new());
     let user = e.with(tls);
@@ -236,7 +236,7 @@ fn a_custodian_down_or_hung_fails_the_enrollment_and_leaves_no_shard() {
     );
     for i in [0, 2] {
         assert_eq!(
-            rt.block_on(shards_of(&cluster, i, &owner)),
+            rt.block_on(cluster.shards_of(i, &owner)),
             mine,
             "c{}",
             i + 1
@@ -245,9 +245,7 @@ fn a_custodian_down_or_hung_fails_the_enrollment_and_leaves_no_shard() {
     assert_eq!(ids(&user.get("/v1/enrollments")), mine);
 
     // Back up: enrollment works again.
-    let bins = cluster.bins.clone();
-    cluster.nodes[1].start(&bins).unwrap();
-    cluster.wait_ready(1).unwrap();
+    cluster.nodes[1].start().unwrap();
     let r = enroll();
     assert_eq!(r.status, 201, "{:?}", r.body);
     mine.push(r.body["secret_id"].as_str().unwrap().to_owned());
@@ -271,7 +269,7 @@ fn a_custodian_down_or_hung_fails_the_enrollment_and_leaves_no_shard() {
     );
     for i in [0, 2] {
         assert_eq!(
-            rt.block_on(shards_of(&cluster, i, &owner)),
+            rt.block_on(cluster.shards_of(i, &owner)),
             mine,
             "c{}",
             i + 1
@@ -283,11 +281,11 @@ fn a_custodian_down_or_hung_fails_the_enrollment_and_leaves_no_shard() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut at_c2 = Vec::new();
     while Instant::now() < deadline {
-        at_c2 = rt.block_on(shards_of(&cluster, 1, &owner));
+        at_c2 = rt.block_on(cluster.shards_of(1, &owner));
         if at_c2 == mine {
             // ... and stays gone.
             std::thread::sleep(Duration::from_secs(2));
-            at_c2 = rt.block_on(shards_of(&cluster, 1, &owner));
+            at_c2 = rt.block_on(cluster.shards_of(1, &owner));
             if at_c2 == mine {
                 break;
             }

@@ -1,14 +1,13 @@
 //! The real `shardctl` binary against real custodians (SoftHSM2 and swtpm) and a real enroller:
 //! the journey people make, and recovery when custodians are down, hung or lying.
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use serde_json::Value;
+use testkit::shardctl::{mode, world};
+use testkit::totp;
 
 fn public_key_matches(key_file: &std::path::Path, public_pem: &str) {
     let pem = fs::read_to_string(key_file).unwrap();
@@ -44,12 +43,12 @@ fn journey_invite_register_totp_login_enroll_recover_3_of_4() {
         .split('&')
         .next()
         .unwrap();
-    let seed = base32_decode(seed);
+    let seed = totp::base32_decode(seed).expect("base32");
 
     // Without a terminal or SHARDCTL_TOTP_CODE, login says how to give the code.
     let err = alice.fails(&["login", "alice"]);
     assert!(err.contains("SHARDCTL_TOTP_CODE"), "{err}");
-    let code = totp_now(&seed);
+    let code = totp::code_now(&seed);
     let out = alice
         .cmd(&["login", "alice"])
         .env("SHARDCTL_TOTP_CODE", &code)
@@ -176,7 +175,7 @@ fn escrowed_file_recovers_byte_for_byte_with_or_without_the_enroller() {
     assert!(cached.exists());
 
     // With the enroller down, the cached manifest is enough.
-    w.cluster.enroller.as_mut().unwrap().kill9().unwrap();
+    w.cluster.enroller.as_mut().unwrap().kill9();
     let out = bob.path("out3.bin");
     bob.ok(&["recover", &id, "--out", out.to_str().unwrap()]);
     assert_eq!(fs::read(&out).unwrap(), secret);
@@ -198,7 +197,7 @@ fn recovery_with_one_custodian_killed() {
     let mut w = world();
     let carol = w.logged_in("carol");
     let (id, public) = carol.enroll_p256();
-    w.cluster.nodes[1].kill9().unwrap();
+    w.cluster.nodes[1].kill9();
     let out = carol.path("k.pem");
     let r = carol.json(&["recover", &id, "--out", out.to_str().unwrap()]);
     public_key_matches(&out, &public);
@@ -270,7 +269,7 @@ fn recovery_names_a_custodian_whose_stored_blob_is_corrupted() {
     let w = world();
     let erin = w.logged_in("erin");
     let (id, public) = erin.enroll_p256();
-    corrupt_blob(&w.cluster.nodes[0].database, &id);
+    w.cluster.nodes[0].corrupt_blob(&id);
 
     // Stopping at three verified shards, c1 is named only if its refusal came first.
     let out = erin.path("k1.pem");
@@ -297,7 +296,7 @@ fn recovery_with_two_custodians_down_fails_clearly() {
     let mut w = world();
     let frank = w.logged_in("frank");
     let (id, _) = frank.enroll_p256();
-    w.cluster.nodes[0].kill9().unwrap();
+    w.cluster.nodes[0].kill9();
     w.cluster.nodes[1].pause().unwrap();
 
     let out = frank.path("k.pem");
@@ -350,14 +349,12 @@ fn an_expired_login_certificate_says_to_log_in_again() {
 
     // Restart the enroller with the shortest login validity it allows: 61 s counted from
     // a minute back, so about one second from now.
-    let bins = w.cluster.bins.clone();
     let enroller = w.cluster.enroller.as_mut().unwrap();
     enroller.stop().unwrap();
     let mut config = fs::read_to_string(&enroller.config).unwrap();
     config.push_str("\n[limits]\nlogin_validity_seconds = 61\n");
     fs::write(&enroller.config, config).unwrap();
-    enroller.start(&bins).unwrap();
-    wait_listening(enroller.addr);
+    enroller.start().unwrap();
 
     let login = gina.json(&["login", "gina"]);
     let not_after = login["not_after_unix"].as_i64().unwrap();
@@ -489,7 +486,7 @@ fn refusals_are_one_line_and_say_what_to_do() {
     assert!(err.contains("needs an admin certificate"), "{err}");
 
     // The enroller down.
-    w.cluster.enroller.as_mut().unwrap().kill9().unwrap();
+    w.cluster.enroller.as_mut().unwrap().kill9();
     let err = hank.fails(&["secrets"]);
     assert!(
         err.contains("cannot reach the enroller at 127.0.0.10:"),

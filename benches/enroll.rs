@@ -8,19 +8,16 @@
 //!   client on one kept-alive connection, then a few clients at once.
 //!
 //! Build the binaries in release first, then run:
-//! `cargo build --release --workspace --bins && cargo bench -p e2e --bench enroll`.
+//! `cargo build --release --workspace --bins && cargo bench -p shard-custodians-tests --bench enroll`.
 //! Every phase is bounded in count and time. `ENROLL_BENCH_N` sets the number of
 //! enrollments (default 100).
-
-#[path = "../tests/enroller_support/mod.rs"]
-mod enroller_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::Backend;
-use enroller_support::*;
 use mtls::{Client, Method};
+use testkit::enroller::{UserKey, GOOD_PASSWORD};
+use testkit::{Backend, Cluster};
 
 struct FixedPepper;
 
@@ -95,7 +92,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("enroller bench: {cores} cores; 4 custodians (2 SoftHSM2, 2 swtpm), threshold 3");
     let t0 = Instant::now();
-    let cluster = cluster(
+    let cluster = Cluster::with_enroller(
         &[
             Backend::SoftHsm,
             Backend::SoftHsm,
@@ -110,7 +107,7 @@ fn main() {
         "cluster and enroller up in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let e = Enroller::of(&cluster);
+    let e = cluster.enroller_api().unwrap();
     e.new_user("bench", GOOD_PASSWORD, false);
     let key = UserKey::new();
 

@@ -6,19 +6,22 @@
 //! runs; each uses its own user names. All logins come from 127.0.0.1, one source, so the
 //! failures of the whole file stay under the per-source budget (30 in 15 minutes).
 
-mod enroller_support;
-
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use base64::Engine;
-use e2e::{Backend, Cluster};
-use enroller_support::*;
 use serde_json::json;
+use testkit::clock::align_to_second;
+use testkit::cluster::{user_id, TRUST_DOMAIN};
+use testkit::enroller::{EnrollerApi, UserKey, GOOD_PASSWORD};
+use testkit::envelope::random_bytes;
+use testkit::http::Reply;
+use testkit::totp;
+use testkit::{Backend, Cluster};
 
 struct Fixture {
     cluster: Cluster,
-    enroller: Enroller,
+    enroller: EnrollerApi,
 }
 
 /// The shared cluster: made by the first test that needs it, dropped (processes stopped,
@@ -29,7 +32,7 @@ fn fixture() -> Arc<Fixture> {
     if let Some(f) = shared.upgrade() {
         return f;
     }
-    let cluster = cluster(
+    let cluster = Cluster::with_enroller(
         &[Backend::SoftHsm, Backend::Tpm, Backend::SoftHsm],
         &[],
         2,
@@ -47,7 +50,7 @@ fn fixture() -> Arc<Fixture> {
     {
         std::env::set_var("SOFTHSM2_CONF", conf);
     }
-    let enroller = Enroller::of(&cluster);
+    let enroller = cluster.enroller_api().unwrap();
     let f = Arc::new(Fixture { cluster, enroller });
     *shared = Arc::downgrade(&f);
     f
@@ -101,9 +104,9 @@ fn totp_codes_are_required_checked_and_single_use() {
     let r = e.login("carol", GOOD_PASSWORD, None, &key);
     assert_eq!(r.refusal(), (401, "totp_required"));
 
-    let step = totp_step();
+    let step = totp::step_now();
     let valid: Vec<String> = (step - 1..=step + 2)
-        .map(|s| totp_code(&secret, s))
+        .map(|s| totp::code(&secret, s))
         .collect();
     let wrong = (0..1_000_000u32)
         .map(|n| format!("{:06}", (n * 7919 + 123_457) % 1_000_000))
@@ -114,7 +117,7 @@ fn totp_codes_are_required_checked_and_single_use() {
     let r = e.login("carol", GOOD_PASSWORD, Some("12a456"), &key);
     assert_eq!(r.refusal(), (401, "invalid_totp"), "not six digits");
 
-    let code = totp_code(&secret, step);
+    let code = totp::code(&secret, step);
     e.session("carol", GOOD_PASSWORD, Some(&code), &key);
     let replay = e.login("carol", GOOD_PASSWORD, Some(&code), &key);
     assert_eq!(replay.refusal(), (401, "totp_replayed"));
@@ -123,14 +126,14 @@ fn totp_codes_are_required_checked_and_single_use() {
     e.session(
         "carol",
         GOOD_PASSWORD,
-        Some(&totp_code(&secret, step + 1)),
+        Some(&totp::code(&secret, step + 1)),
         &key,
     );
     // A right code with a wrong password is a wrong password.
     let r = e.login(
         "carol",
         "correct horse battery stapler",
-        Some(&totp_code(&secret, step + 2)),
+        Some(&totp::code(&secret, step + 2)),
         &key,
     );
     assert_eq!(r.refusal(), (401, "invalid_credentials"));
@@ -304,7 +307,7 @@ fn mint_through_user_ca(
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.subject_alt_names = vec![rcgen::SanType::URI(
-        format!("spiffe://{}/{role}/{name}", e2e::TRUST_DOMAIN)
+        format!("spiffe://{TRUST_DOMAIN}/{role}/{name}")
             .try_into()
             .unwrap(),
     )];
@@ -320,12 +323,13 @@ fn mint_through_user_ca(
 /// The enroller's token, opened in this process (see [`fixture`]), and the user CA
 /// certificate.
 fn user_ca(cluster: &Cluster) -> (enroller::token::Token, String) {
-    let profile = match hsm::Profile::load(&enroller_token_profile(cluster)).unwrap() {
+    let profile = match hsm::Profile::load(&cluster.enroller.as_ref().unwrap().profile).unwrap() {
         hsm::Profile::Pkcs11(p) => p,
         _ => panic!("the enroller's token is PKCS#11"),
     };
     let token = enroller::token::Token::open(&profile).expect("the enroller's token");
-    (token, read_text(&cluster.pki.join("user-ca.pem")))
+    let user_ca = std::fs::read_to_string(cluster.pki.join("user-ca.pem")).unwrap();
+    (token, user_ca)
 }
 
 const SERVICE_IDENTITIES: [(&str, &str); 3] = [
@@ -390,9 +394,9 @@ fn services_cannot_enroll_and_the_user_ca_cannot_make_service_identities_at_the_
             at_enroller.map(|r| (r.status, r.body))
         );
     }
-    let log = &cluster.enroller.as_ref().unwrap().log;
+    let log = cluster.enroller.as_ref().unwrap().log_text();
     assert!(
-        read_text(log).contains("service_identity_not_from_ca"),
+        log.contains("service_identity_not_from_ca"),
         "the enroller's log names the refusal"
     );
 }
@@ -431,7 +435,7 @@ fn the_user_ca_cannot_make_service_identities_at_the_custodians() {
     std::thread::sleep(Duration::from_millis(200));
     for node in &cluster.nodes {
         assert!(
-            read_text(&node.log).contains("service_identity_not_from_ca"),
+            node.log_text().contains("service_identity_not_from_ca"),
             "{}'s log does not name the refusal",
             node.name
         );
@@ -469,7 +473,7 @@ fn a_10_kib_secret_comes_back_byte_for_byte_and_users_see_only_their_own() {
     let rt = rt();
     // Any two of the three (SoftHSM2 and swtpm custodians both take part), and all three.
     for which in [&[0, 1][..], &[1, 2], &[0, 2], &[0, 1, 2]] {
-        let back = rt.block_on(recover(cluster, &kate_tls, which, &enr.body, &mk));
+        let back = rt.block_on(cluster.recover(&kate_tls, which, &enr.body, &mk));
         assert!(back == secret, "recovered from {which:?} differs");
     }
 
@@ -497,7 +501,7 @@ fn a_10_kib_secret_comes_back_byte_for_byte_and_users_see_only_their_own() {
     let liam_sid: shard::SecretId = liam_id.parse().unwrap();
     for (i, node) in cluster.nodes.iter().enumerate() {
         assert_eq!(
-            rt.block_on(shards_of(cluster, i, &user_id("kate"))),
+            rt.block_on(cluster.shards_of(i, &user_id("kate"))),
             vec![kate_id.clone()],
             "{}",
             node.name

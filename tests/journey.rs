@@ -3,16 +3,11 @@
 //! custodian, verify the manifest with the enroller's key, recover as the user.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2e::{Backend, Bins, Cluster};
 use mtls::{Client, Method};
 use p256::pkcs8::DecodePublicKey;
 use serde_json::{json, Value};
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    e2e::base32_decode(s).expect("base32")
-}
+use testkit::{totp, Backend, Cluster};
 
 async fn call(c: &Client, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let (status, bytes) = c
@@ -27,9 +22,7 @@ async fn call(c: &Client, method: Method, path: &str, body: Option<Value>) -> (u
 
 #[test]
 fn invite_register_login_enroll_recover() {
-    let bins = Bins::locate().unwrap();
     let mut cluster = Cluster::start(
-        bins,
         &[
             Backend::SoftHsm,
             Backend::SoftHsm,
@@ -89,15 +82,7 @@ fn invite_register_login_enroll_recover() {
         )
         .await;
         assert_eq!(st, 201, "{reg}");
-        let uri = reg["totp_uri"].as_str().unwrap();
-        let secret_b32 = uri
-            .split("secret=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap();
-        let totp_secret = base32_decode(secret_b32);
+        let totp_secret = totp::secret_of(reg["totp_uri"].as_str().unwrap());
         let (st, again) = call(
             &anon,
             Method::POST,
@@ -117,11 +102,7 @@ fn invite_register_login_enroll_recover() {
             .unwrap()
             .pem()
             .unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let totp_code = format!("{:06}", enroller::totp::code_at(&totp_secret, now / 30));
+        let totp_code = totp::code_now(&totp_secret);
         let login =
             json!({"name": "alice", "password": password, "totp_code": totp_code, "csr": csr});
         let (st, cert) = call(&anon, Method::POST, "/v1/login", Some(login.clone())).await;

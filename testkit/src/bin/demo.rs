@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use e2e::{Backend, Bins, Cluster, TRUST_DOMAIN};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use testkit::{Backend, Cluster};
 
 fn say(step: &str) {
     println!("  - {step}");
@@ -103,10 +103,7 @@ fn hex(b: &[u8]) -> String {
 fn run(keep: bool) -> Result<(), String> {
     let started = Instant::now();
     println!("1. An operator starts a cluster");
-    let bins = Bins::locate()?;
-    let shardctl = bins.shardctl();
     let mut cluster = Cluster::start(
-        bins,
         &[
             Backend::SoftHsm,
             Backend::SoftHsm,
@@ -119,26 +116,10 @@ fn run(keep: bool) -> Result<(), String> {
 
     // shardctl's configuration, and private XDG directories so the demo never touches
     // the user's own files.
-    let (acert, akey) = cluster.issue("admin", "ops")?;
+    let shardctl = testkit::Bins::require(cluster.bins.shardctl())?;
     let home = cluster.dir.join("alice-home");
     std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
-    let enroller = cluster.enroller.as_ref().ok_or("no enroller")?;
-    let mut config = format!(
-        "trust_domain = \"{TRUST_DOMAIN}\"\nca = \"{}\"\nmanifest_key = \"{}\"\n\n[enroller]\naddress = \"{}\"\n\n[admin]\ncert = \"{}\"\nkey = \"{}\"\n",
-        cluster.pki.join("ca.pem").display(),
-        cluster.pki.join("enroller-manifest.pub.pem").display(),
-        enroller.addr,
-        acert.display(),
-        akey.display()
-    );
-    for n in &cluster.nodes {
-        config.push_str(&format!(
-            "\n[[custodians]]\nname = \"{}\"\naddress = \"{}\"\nserver_name = \"{}\"\n",
-            n.name,
-            n.addr,
-            n.addr.ip()
-        ));
-    }
+    let config = testkit::shardctl::config_text(&cluster)?;
     let config_path = cluster.dir.join("shardctl.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let sh = Shell {
@@ -190,10 +171,9 @@ fn run(keep: bool) -> Result<(), String> {
     ));
 
     println!("\n4. A custodian goes away");
-    let status = cluster.nodes[1].stop().map_err(|e| e.to_string())?;
+    let status = cluster.nodes[1].stop()?;
     say(&format!(
-        "c2 stopped with SIGTERM after draining ({})",
-        status.map(|s| s.to_string()).unwrap_or_default()
+        "c2 stopped with SIGTERM after draining ({status})"
     ));
 
     println!("\n5. Alice recovers her key from whoever answers");
@@ -226,15 +206,9 @@ fn run(keep: bool) -> Result<(), String> {
     say("signed a message with the recovered key; it verifies with the enrolled public key");
 
     println!("\n7. Check the custodians' audit logs");
-    for n in &cluster.nodes {
-        let out = n
-            .run(&cluster.bins, &["audit", "verify"])
-            .map_err(|e| e.to_string())?;
-        say(&format!(
-            "{}: {}",
-            n.name,
-            String::from_utf8_lossy(&out.stdout).trim()
-        ));
+    for n in &mut cluster.nodes {
+        let out = n.run(&["audit", "verify"])?;
+        say(&format!("{}: {}", n.name, out.stdout.trim()));
         if !out.status.success() {
             return Err(format!("audit log of {} is broken", n.name));
         }
@@ -242,9 +216,7 @@ fn run(keep: bool) -> Result<(), String> {
     say(&format!("total {:.1} s", started.elapsed().as_secs_f64()));
 
     if keep {
-        cluster.nodes[1]
-            .start(&cluster.bins)
-            .map_err(|e| e.to_string())?;
+        cluster.nodes[1].start()?;
         println!("\nThe cluster keeps running (c2 restarted). In another terminal:");
         println!(
             "  export SHARDCTL_CONFIG={} XDG_CONFIG_HOME={} XDG_STATE_HOME={}",
