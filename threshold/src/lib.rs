@@ -15,3 +15,11 @@
 //! vectors (RFC 9591, RFC 9497) kept as files under `threshold/tests/vectors/`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod error;
+mod holder;
+mod kind;
+
+pub use error::Error;
+pub use holder::{HolderId, Threshold};
+pub use kind::{Kind, UnknownKind};
