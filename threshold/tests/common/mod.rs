@@ -1,0 +1,72 @@
+//! What the threshold tests share: a generator, and one whole signing session.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use threshold::rand_core::{OsRng, RngCore};
+use threshold::{
+    aggregate, commit, sign, HolderId, KeyPackage, PublicKeyPackage, SeededRng, Signature,
+    SigningPackage, Zeroizing,
+};
+
+/// A generator seeded from the OS, as a service seeds one from its mixed randomness.
+pub fn rng() -> SeededRng {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(&mut seed[..]);
+    SeededRng::from_seed(seed)
+}
+
+/// Holder `n`.
+pub fn holder(n: u16) -> HolderId {
+    HolderId::new(n).unwrap()
+}
+
+/// Both rounds and the aggregation, with the holders in `signers`.
+pub fn sign_with(
+    key_packages: &BTreeMap<HolderId, KeyPackage>,
+    public: &PublicKeyPackage,
+    signers: &[u16],
+    message: &[u8],
+) -> Result<Signature, threshold::Error> {
+    let mut rng = rng();
+    let mut nonces = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for &n in signers {
+        let (mine, public_part) = commit(&key_packages[&holder(n)], &mut rng)?;
+        nonces.insert(holder(n), mine);
+        commitments.insert(holder(n), public_part);
+    }
+    let package = SigningPackage::new(public.kind(), &commitments, message)?;
+    let mut shares = BTreeMap::new();
+    for (id, mine) in nonces {
+        shares.insert(id, sign(&key_packages[&id], mine, &package)?);
+    }
+    aggregate(public, &package, &shares)
+}
+
+/// Every `k`-subset of `1..=n`, in order.
+pub fn subsets(n: u16, k: usize) -> Vec<Vec<u16>> {
+    let mut all = vec![vec![]];
+    for i in 1..=n {
+        let mut more = Vec::new();
+        for s in &all {
+            if s.len() < k {
+                let mut t = s.clone();
+                t.push(i);
+                more.push(t);
+            }
+        }
+        all.extend(more);
+    }
+    all.retain(|s| s.len() == k);
+    all
+}
+
+/// A reader of the hex fields of a vector file in `tests/vectors/`.
+pub fn vector_field(file: &str) -> impl Fn(&str) -> Vec<u8> {
+    let path = format!("{}/tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+    let vector: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    move |name| hex::decode(vector[name].as_str().unwrap()).unwrap()
+}
