@@ -64,6 +64,14 @@ impl Threshold {
     pub fn n(self) -> u16 {
         self.n
     }
+
+    /// Refuses a holder outside `1..=n`.
+    pub(crate) fn check(self, holder: HolderId) -> Result<(), Error> {
+        if holder.get() > self.n {
+            return Err(Error::InvalidHolder(holder.get()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +93,11 @@ mod tests {
         for (t, n) in [(0, 0), (1, 3), (4, 3), (2, 1), (u16::MAX, 2)] {
             assert_eq!(Threshold::new(t, n), Err(Error::InvalidThreshold { t, n }));
         }
+        let t = Threshold::new(2, 3).unwrap();
+        assert!(t.check(HolderId::new(3).unwrap()).is_ok());
+        assert_eq!(
+            t.check(HolderId::new(4).unwrap()),
+            Err(Error::InvalidHolder(4))
+        );
     }
 }

@@ -17,10 +17,10 @@
 //! operation given values of different kinds refuses them
 //! ([`Error::KindMismatch`]). Values cross the API as FROST's own bytes
 //! (`decode`, `as_bytes`; `expose` for the secret ones, to be sealed), except
-//! [`Nonces`], which never leave memory.
+//! [`Nonces`] and the DKG secrets, which never leave memory.
 //!
 //! - Keys: [`deal`] a fresh key or [`import`] one, `t`-of-`n` among holders
-//!   `1..=n`.
+//!   `1..=n`; or run the DKG ([`dkg::part1`], [`dkg::part2`], [`dkg::part3`]).
 //!   A holder checks its [`KeyPackage`] against the group's [`Commitment`]
 //!   before acknowledging it.
 //! - Signing: [`commit`], [`SigningPackage::new`], [`sign`], [`aggregate`]
@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dkg;
 mod error;
 mod holder;
 mod keys;

@@ -179,7 +179,7 @@ mod tests {
     use zeroize::{Zeroize, ZeroizeOnDrop};
 
     use super::*;
-    use crate::{deal, SeededRng, Threshold, Zeroizing};
+    use crate::{deal, dkg, SeededRng, Threshold, Zeroizing};
 
     fn zeroized_on_drop<T: ZeroizeOnDrop>() {}
 
@@ -187,6 +187,9 @@ mod tests {
     fn every_secret_is_zeroized_on_drop() {
         zeroized_on_drop::<Nonces>();
         zeroized_on_drop::<KeyPackage>();
+        zeroized_on_drop::<dkg::Round1Secret>();
+        zeroized_on_drop::<dkg::Round2Secret>();
+        zeroized_on_drop::<dkg::Round2Package>();
     }
 
     #[test]

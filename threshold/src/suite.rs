@@ -5,7 +5,9 @@
 //!
 //! Everything else in the crate is written once, generic over [`Suite`].
 
-use frost_core::{Ciphersuite, Field, Group, Identifier, SigningKey};
+use std::collections::BTreeMap;
+
+use frost_core::{Ciphersuite, Field, Group, Identifier, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
@@ -25,6 +27,12 @@ pub(crate) trait Suite: Ciphersuite {
     /// The ciphersuite's encoding of a group key, from the ecosystem's.
     fn frost_key(ecosystem: &[u8]) -> Vec<u8> {
         ecosystem.to_vec()
+    }
+
+    /// Whether the DKG's last step negates the whole sharing when the sum of
+    /// the holders' constant terms is `key` (BIP340 keeps only even-`y` keys).
+    fn dkg_negates(_key: &VerifyingKey<Self>) -> bool {
+        false
     }
 
     /// The signing key that a private key in the ecosystem's encoding names.
@@ -66,6 +74,12 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
             frost.remove(0);
         }
         frost
+    }
+
+    /// The DKG makes the key even-`y` (negating every share if needed), then
+    /// adds the BIP341 tweak of an unspendable script path.
+    fn dkg_negates(key: &VerifyingKey<Self>) -> bool {
+        !frost_secp256k1_tr::keys::EvenY::has_even_y(key)
     }
 
     /// An x-only key names the point with even `y` (BIP340 `lift_x`).
@@ -217,6 +231,15 @@ pub(crate) fn holders<'a, S: Suite>(
     ids: impl IntoIterator<Item = &'a Identifier<S>>,
 ) -> Result<Vec<HolderId>, Error> {
     ids.into_iter().map(holder::<S>).collect()
+}
+
+/// A map keyed by FROST identifier, re-keyed by holder.
+pub(crate) fn by_holder<S: Suite, V>(
+    map: impl IntoIterator<Item = (Identifier<S>, V)>,
+) -> Result<BTreeMap<HolderId, V>, Error> {
+    map.into_iter()
+        .map(|(id, value)| Ok((holder::<S>(&id)?, value)))
+        .collect()
 }
 
 /// FROST's refusal, as ours: culprits become holder numbers, and nothing else

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{rng, sign_with, vector_field};
+use common::{dkg_keys, rng, run_dkg, sign_with, vector_field};
 use threshold::{deal, import, GroupKey, Kind, Signature, Threshold};
 
 const MESSAGE: &[u8] = b"threshold signature checked by another implementation";
@@ -98,6 +98,16 @@ fn openssl_accepts_a_three_of_four_ed25519_signature() {
     assert!(!openssl_verifies(&scratch, &pem, &bent, MESSAGE));
 }
 
+#[test]
+fn openssl_accepts_an_ed25519_signature_of_a_dkg_key() {
+    let scratch = Scratch::new("openssl-dkg");
+    let shares = run_dkg(Kind::Ed25519, Threshold::new(2, 3).unwrap(), &mut rng());
+    let (key_packages, public) = dkg_keys(shares);
+    let signature = sign_with(&key_packages, &public, &[1, 3], MESSAGE).unwrap();
+    let pem = scratch.write("pub.pem", public.group_key().to_text().as_bytes());
+    assert!(openssl_verifies_message(&scratch, &pem, &signature));
+}
+
 /// An Ed25519 key OpenSSL made, imported and split 3-of-4: the group key is
 /// OpenSSL's public key, and OpenSSL accepts what the holders sign with it.
 #[test]
@@ -182,6 +192,22 @@ fn libsecp256k1_accepts_a_three_of_four_bip340_signature() {
             key,
             signature.as_bytes(),
             b"another message"
+        ));
+    }
+}
+
+#[test]
+fn libsecp256k1_accepts_a_bip340_signature_of_a_dkg_key() {
+    for threshold in [(2, 2), (2, 3), (3, 4)] {
+        let threshold = Threshold::new(threshold.0, threshold.1).unwrap();
+        let shares = run_dkg(Kind::Secp256k1Tr, threshold, &mut rng());
+        let (key_packages, public) = dkg_keys(shares);
+        let signers: Vec<u16> = (1..=threshold.t()).collect();
+        let signature = sign_with(&key_packages, &public, &signers, MESSAGE).unwrap();
+        assert!(libsecp256k1_verifies(
+            public.group_key(),
+            signature.as_bytes(),
+            MESSAGE
         ));
     }
 }

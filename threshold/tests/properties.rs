@@ -10,7 +10,7 @@ use common::{holder, rng};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use threshold::{
-    aggregate, commit, deal, import, sign, Commitment, Dealt, GroupKey, KeyPackage, Kind,
+    aggregate, commit, deal, dkg, import, sign, Commitment, Dealt, GroupKey, KeyPackage, Kind,
     PublicKeyPackage, Signature, SignatureShare, SigningCommitments, SigningPackage, Threshold,
 };
 
@@ -53,6 +53,8 @@ fn decode_everything(kind: Kind, bytes: &[u8]) {
     if let Ok(key) = GroupKey::decode(kind, bytes) {
         let _ = key.verify(MESSAGE, &fixture.signature);
     }
+    let _ = dkg::Round1Package::decode(kind, bytes);
+    let _ = dkg::Round2Package::decode(kind, bytes);
     let _ = import(kind, bytes, Threshold::new(2, 3).unwrap(), &mut rng());
 }
 
@@ -92,6 +94,8 @@ fn make_fixture(kind: Kind) -> Fixture {
         .map(|(id, mine)| (id, sign(&dealt.key_packages[&id], mine, &package).unwrap()))
         .collect();
     let signature = aggregate(&dealt.public, &package, &shares).unwrap();
+    let (_, round1) =
+        dkg::part1(kind, holder(1), Threshold::new(2, 3).unwrap(), &mut rng()).unwrap();
     let encodings = vec![
         dealt.key_packages[&holder(1)].expose().to_vec(),
         dealt.public.as_bytes().to_vec(),
@@ -101,6 +105,7 @@ fn make_fixture(kind: Kind) -> Fixture {
         shares[&holder(1)].as_bytes().to_vec(),
         signature.as_bytes().to_vec(),
         dealt.public.group_key().as_bytes().to_vec(),
+        round1.as_bytes().to_vec(),
     ];
     Fixture {
         dealt,
@@ -159,6 +164,10 @@ fn another_kinds_bytes_are_refused() {
             );
             assert!(
                 SigningPackage::decode(kind, &encodings[4]).is_err(),
+                "{kind} {other}"
+            );
+            assert!(
+                dkg::Round1Package::decode(kind, &encodings[8]).is_err(),
                 "{kind} {other}"
             );
         }

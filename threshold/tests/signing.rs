@@ -5,11 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{holder, rng, sign_with, subsets};
+use common::{holder, rng, run_dkg, sign_with, subsets};
 use threshold::{
-    aggregate, commit, deal, import, sign, Commitment, Dealt, Error, GroupKey, HolderId,
-    KeyPackage, Kind, PublicKeyPackage, Signature, SignatureShare, SigningCommitments,
-    SigningPackage, Threshold,
+    aggregate, commit, deal, dkg, import, sign, Commitment, Dealt, Error, GroupKey, HolderId,
+    KeyPackage, Kind, PublicKeyPackage, SeededRng, Signature, SignatureShare, SigningCommitments,
+    SigningPackage, Threshold, Zeroizing,
 };
 
 const MESSAGE: &[u8] = b"release 2.4.1 of the signing service";
@@ -77,6 +77,95 @@ fn fewer_than_t_cannot_sign() {
         assert!(
             matches!(refused, Err(Error::Participants(_))),
             "{kind}: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn dkg_then_sign_for_every_kind() {
+    for kind in Kind::ALL {
+        let shares = run_dkg(kind, three_of_four(), &mut rng());
+        let first = &shares[&holder(1)];
+        let mut key_packages = BTreeMap::new();
+        for (id, share) in shares.iter() {
+            assert_eq!(share.public, first.public, "{kind}: every holder agrees");
+            assert_eq!(share.commitment, first.commitment, "{kind}");
+            assert_eq!(share.key_package.holder(), *id);
+            share.key_package.check(&share.commitment).unwrap();
+            share.public.check(&share.commitment).unwrap();
+            let sealed = share.key_package.expose().to_vec();
+            key_packages.insert(*id, KeyPackage::decode(kind, &sealed).unwrap());
+        }
+        for signers in subsets(4, 3) {
+            let signature = sign_with(&key_packages, &first.public, &signers, MESSAGE).unwrap();
+            first
+                .public
+                .group_key()
+                .verify(MESSAGE, &signature)
+                .unwrap();
+        }
+    }
+}
+
+/// The secp256k1-tr DKG negates the sharing when the summed key has odd `y`:
+/// half of all runs. Sixteen seeded runs take both paths.
+#[test]
+fn secp256k1_tr_dkg_commitments_hold_for_either_parity() {
+    for seed in 0..16u8 {
+        let mut rng = SeededRng::from_seed(Zeroizing::new([seed; 32]));
+        for share in run_dkg(Kind::Secp256k1Tr, three_of_four(), &mut rng).values() {
+            share.key_package.check(&share.commitment).unwrap();
+            share.public.check(&share.commitment).unwrap();
+        }
+    }
+}
+
+#[test]
+fn dkg_names_the_holder_whose_package_is_bad() {
+    for kind in Kind::ALL {
+        let mut rng = rng();
+        let mut secrets = BTreeMap::new();
+        let mut round1 = BTreeMap::new();
+        for id in HolderId::all(3) {
+            let (secret, package) =
+                dkg::part1(kind, id, Threshold::new(2, 3).unwrap(), &mut rng).unwrap();
+            secrets.insert(id, secret);
+            round1.insert(id, package);
+        }
+        // Holder 2's slot carries holder 3's package: its proof of knowledge
+        // is bound to holder 3 and fails for 2.
+        let mut forged = round1.clone();
+        forged.insert(holder(2), round1[&holder(3)].clone());
+        let secret = secrets.remove(&holder(1)).unwrap();
+        assert_eq!(
+            dkg::part2(secret, &forged).map(|_| ()),
+            Err(Error::DkgCheater { culprit: holder(2) }),
+            "{kind}"
+        );
+
+        // Round 2: holder 3's share for holder 1 arrives as holder 2's.
+        let mut round2_secrets = BTreeMap::new();
+        let mut inbox: BTreeMap<HolderId, BTreeMap<HolderId, dkg::Round2Package>> = BTreeMap::new();
+        for (id, secret) in secrets {
+            let (secret, outgoing) = dkg::part2(secret, &round1).unwrap();
+            for (to, package) in outgoing {
+                inbox.entry(to).or_default().insert(id, package);
+            }
+            round2_secrets.insert(id, secret);
+        }
+        // Holder 2 receives, in holder 1's slot, the share holder 3 sent it:
+        // it fails against holder 1's commitment, so holder 1 is named.
+        let mut to_two = inbox.remove(&holder(2)).unwrap();
+        let three_to_two = to_two[&holder(3)].expose().to_vec();
+        to_two.insert(
+            holder(1),
+            dkg::Round2Package::decode(kind, &three_to_two).unwrap(),
+        );
+        let secret = round2_secrets.remove(&holder(2)).unwrap();
+        assert_eq!(
+            dkg::part3(secret, &round1, &to_two).map(|_| ()),
+            Err(Error::DkgCheater { culprit: holder(1) }),
+            "{kind}"
         );
     }
 }
@@ -354,5 +443,9 @@ fn threshold_outside_its_bounds_is_refused() {
     assert_eq!(
         Threshold::new(5, 4),
         Err(Error::InvalidThreshold { t: 5, n: 4 })
+    );
+    assert_eq!(
+        dkg::part1(Kind::Ed25519, holder(5), three_of_four(), &mut rng()).map(|_| ()),
+        Err(Error::InvalidHolder(5))
     );
 }
