@@ -17,6 +17,7 @@ PACKAGES=(
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus
                   # tpm2-pkcs11 over swtpm (hsm/tests/pkcs11.rs): module, tpm2_ptool,
                   # the resource manager it needs, and a private D-Bus for that
+  openssl         # the outside verifier of Ed25519 threshold signatures (threshold/tests)
   ca-certificates
 )
 

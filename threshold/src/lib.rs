@@ -11,7 +11,45 @@
 //! | epochs | sharings of zero (refresh), Lagrange-weighted re-sharing (reshare, repair), Feldman checks | the same, `blahaj` for bytes |
 //! | the release gate | OPRF key shares, the combination of `t` evaluations, unlock tags | `voprf` 0.5 (RFC 9497) |
 //!
-//! It holds no code yet: each capability arrives with its tests and the published test
-//! vectors (RFC 9591, RFC 9497) kept as files under `threshold/tests/vectors/`.
+//! # Threshold signing
+//!
+//! One API over the three [`Kind`]s: every value carries its kind, and an
+//! operation given values of different kinds refuses them
+//! ([`Error::KindMismatch`]). Values cross the API as FROST's own bytes
+//! (`decode`, `as_bytes`; `expose` for the secret ones, to be sealed), except
+//! [`Nonces`] and the DKG secrets, which never leave memory.
+//!
+//! - Keys: [`deal`] a fresh key or [`import`] one, `t`-of-`n` among holders
+//!   `1..=n`; or run the DKG ([`dkg::part1`], [`dkg::part2`], [`dkg::part3`]).
+//!   A holder checks its [`KeyPackage`] against the group's [`Commitment`]
+//!   before acknowledging it.
+//! - Signing: [`commit`], [`SigningPackage::new`], [`sign`], [`aggregate`]
+//!   (naming cheaters), [`GroupKey::verify`].
+//! - Output: each ecosystem's encoding ([`Signature`], [`GroupKey`]), so that
+//!   OpenSSL verifies the Ed25519 signatures and libsecp256k1 the BIP340 ones.
+//!
+//! Randomness comes from the caller ([`SeededRng`]); the crate reads none.
+//! Checked against the RFC 9591 test vectors in `threshold/tests/vectors/`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod dkg;
+mod error;
+mod holder;
+mod keys;
+mod kind;
+mod raw;
+mod rng;
+mod signing;
+mod suite;
+
+pub use error::Error;
+pub use holder::{HolderId, Threshold};
+pub use keys::{deal, import, Commitment, Dealt, GroupKey, KeyPackage, PublicKeyPackage};
+pub use kind::{Kind, UnknownKind};
+pub use rand_core;
+pub use rng::SeededRng;
+pub use signing::{
+    aggregate, commit, sign, Nonces, Signature, SignatureShare, SigningCommitments, SigningPackage,
+};
+pub use zeroize::Zeroizing;
