@@ -7,6 +7,7 @@
 //! any test runs; `cargo build --workspace --bins` does it for a single package's tests.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Environment variable naming another directory of binaries (e.g. a release build).
 pub const BIN_DIR_ENV: &str = "SHARD_BIN_DIR";
@@ -61,4 +62,21 @@ impl Bins {
             ))
         }
     }
+}
+
+/// Runs `shardctl ARGS` with `SHARDCTL_PKI_DIR=dir`, which must succeed; returns stdout.
+pub fn run_shardctl(bins: &Bins, dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(Bins::require(bins.shardctl())?)
+        .args(args)
+        .env("SHARDCTL_PKI_DIR", dir)
+        .output()
+        .map_err(|e| format!("cannot run shardctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "shardctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

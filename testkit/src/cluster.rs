@@ -15,7 +15,7 @@ use crate::device::Backend;
 use crate::enroller::{Enroller, EnrollerApi, Peer};
 use crate::pki::{Identity, Pki, TlsFiles};
 use crate::scan::{needles_for_pem, Needle};
-use crate::{net, shardctl, Bins};
+use crate::{net, Bins};
 
 /// The trust domain of a cluster.
 pub const TRUST_DOMAIN: &str = "demo.test";
@@ -175,7 +175,7 @@ impl Cluster {
 
     /// Runs `shardctl` with this cluster's PKI directory; returns its standard output.
     pub fn shardctl(&self, args: &[&str]) -> Result<String, String> {
-        shardctl::run_with_pki_dir(&self.bins, &self.pki, args)
+        crate::bins::run_shardctl(&self.bins, &self.pki, args)
     }
 
     /// Issues a client certificate with `shardctl pki issue ROLE NAME` (once); returns the

@@ -13,23 +13,6 @@ use crate::device::Backend;
 use crate::enroller::{custodians_toml, GOOD_PASSWORD};
 use crate::Bins;
 
-/// Runs `shardctl ARGS` with `SHARDCTL_PKI_DIR=dir`, which must succeed; returns stdout.
-pub fn run_with_pki_dir(bins: &Bins, dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(Bins::require(bins.shardctl())?)
-        .args(args)
-        .env("SHARDCTL_PKI_DIR", dir)
-        .output()
-        .map_err(|e| format!("cannot run shardctl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "shardctl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The text of a `shardctl` configuration file for `cluster` (absolute paths), with the
 /// admin certificate `admin/ops`.
 pub fn config_text(cluster: &Cluster) -> Result<String, String> {

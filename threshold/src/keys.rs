@@ -12,7 +12,6 @@ use frost_core::{SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 
 use crate::raw::{held, Open, Raw, Sealed};
-use crate::signing::Signature;
 use crate::suite::{dispatch, holder, holders, malformed, refuse, Suite, Wire};
 use crate::{Error, HolderId, Kind, Threshold};
 
@@ -146,7 +145,7 @@ held! {
 /// P-256 point.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupKey {
-    kind: Kind,
+    pub(crate) kind: Kind,
     bytes: Vec<u8>,
 }
 
@@ -209,15 +208,6 @@ impl GroupKey {
         }
     }
 
-    /// Checks a signature over `message` under this key, as the ecosystem's
-    /// verifier would (RFC 8032, BIP340, or FROST(P-256, SHA-256)).
-    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), Error> {
-        dispatch!(self.kind, S => self
-            .read::<S>()?
-            .verify(message, &signature.raw.read::<S, _>()?)
-            .map_err(|_| Error::InvalidSignature))
-    }
-
     pub(crate) fn from_frost<S: Suite>(key: &VerifyingKey<S>) -> Result<Self, Error> {
         Ok(GroupKey {
             kind: S::KIND,
@@ -225,7 +215,7 @@ impl GroupKey {
         })
     }
 
-    fn read<S: Suite>(&self) -> Result<VerifyingKey<S>, Error> {
+    pub(crate) fn read<S: Suite>(&self) -> Result<VerifyingKey<S>, Error> {
         if self.kind != S::KIND {
             return Err(Error::KindMismatch {
                 expected: S::KIND,

@@ -15,7 +15,7 @@ use frost_core::round2::SignatureShare as FrostShare;
 use frost_core::{CheaterDetection, SigningPackage as FrostPackage};
 use rand_core::CryptoRngCore;
 
-use crate::keys::{KeyPackage, PublicKeyPackage};
+use crate::keys::{GroupKey, KeyPackage, PublicKeyPackage};
 use crate::raw::{held, read_all, Open, Raw};
 use crate::suite::{dispatch, holders, refuse, Suite};
 use crate::{Error, HolderId, Kind};
@@ -62,6 +62,17 @@ pub struct SigningPackage {
     raw: Raw<Open>,
     message: Vec<u8>,
     holders: Vec<HolderId>,
+}
+
+impl GroupKey {
+    /// Checks a signature over `message` under this key, as the ecosystem's
+    /// verifier would (RFC 8032, BIP340, or FROST(P-256, SHA-256)).
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), Error> {
+        dispatch!(self.kind, S => self
+            .read::<S>()?
+            .verify(message, &signature.raw.read::<S, _>()?)
+            .map_err(|_| Error::InvalidSignature))
+    }
 }
 
 impl SigningPackage {
