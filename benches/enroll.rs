@@ -38,17 +38,18 @@ fn run_for(
     threads: usize,
     count: usize,
     budget: Duration,
-    f: impl Fn() + Sync,
+    f: impl Fn(usize) + Sync,
 ) -> (usize, Duration) {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for thread in 0..threads {
+            let (f, done) = (&f, &done);
+            s.spawn(move || {
                 while start.elapsed() < budget
                     && done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count
                 {
-                    f();
+                    f(thread);
                 }
             });
         }
@@ -108,12 +109,16 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
     let e = cluster.enroller_api().unwrap();
-    e.new_user("bench", GOOD_PASSWORD, false);
+    // One user per concurrent client: the enroller charges each login attempt to its user
+    // before checking it, so concurrent logins as one user are refused by design.
+    for client in 0..8 {
+        e.new_user(&format!("bench-{client}"), GOOD_PASSWORD, false);
+    }
     let key = UserKey::new();
 
     // Raw Argon2id (m=19 MiB, t=2, p=1) in this process: a login verifies one hash.
     let stored = enroller::password::hash(&FixedPepper, "bench", GOOD_PASSWORD, &[7; 16]).unwrap();
-    let verify = || {
+    let verify = |_| {
         assert!(enroller::password::verify(&FixedPepper, "bench", GOOD_PASSWORD, &stored).unwrap());
     };
     let (n, d) = run_for(1, 40, Duration::from_secs(4), verify);
@@ -144,8 +149,8 @@ fn main() {
     }
 
     // Logins: a new TLS connection each (as `shardctl login` makes), no TOTP.
-    let login = || {
-        let r = e.login("bench", GOOD_PASSWORD, None, &key);
+    let login = |client: usize| {
+        let r = e.login(&format!("bench-{client}"), GOOD_PASSWORD, None, &key);
         assert_eq!(r.status, 200, "{:?}", r.body);
     };
     let (n, d) = run_for(1, 60, Duration::from_secs(8), login);
@@ -166,7 +171,7 @@ fn main() {
     }
 
     // Enrollments: P-256 keys split 3-of-4, deposited at all four custodians.
-    let (tls, _) = e.session("bench", GOOD_PASSWORD, None, &key);
+    let (tls, _) = e.session("bench-0", GOOD_PASSWORD, None, &key);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

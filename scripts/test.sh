@@ -9,8 +9,9 @@ scripts/setup.sh
 export SHARD_REQUIRE_ALL_DEVICES=1
 # The TPM stack prints its own ERROR lines for every refusal the tests provoke on purpose.
 export TSS2_LOG="${TSS2_LOG:-all+NONE}"
-# The end-to-end tests run the services as real processes: build every binary first.
-cargo build --workspace --bins --locked
+# The end-to-end tests run the services as real processes: build every binary first, with
+# the same targets and features as the test run below, so that nothing is built twice.
+cargo build --workspace --bins --tests --all-features --locked
 cargo test --workspace --all-features --locked "$@"
 # The cluster in containers (docker-compose.yml), when a Docker engine answers; it
 # reuses the debug binaries built above. Prints SKIPPED when there is no engine.

@@ -526,7 +526,7 @@ async fn measure(
             let mut tasks = Vec::new();
             for (k, client) in clients[t].iter().enumerate() {
                 let (client, gen, op) = (client.clone(), gen.clone(), op.clone());
-                let seed = now_millis() ^ ((k as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
+                let seed = now_millis() ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 tasks.push(tokio::spawn(async move {
                     let mut rng = XorShift(seed | 1);
                     let mut lat = Vec::with_capacity(4096);

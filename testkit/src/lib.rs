@@ -24,6 +24,7 @@
 //! a temporary directory removed on drop. Tests run on parallel threads: nothing here is
 //! shared between them.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod bins;
 pub mod clock;

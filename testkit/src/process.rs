@@ -233,6 +233,9 @@ impl Service {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    // The one FFI call of the harness: signals (SIGSTOP, SIGCONT, SIGKILL) that std does
+    // not offer.
+    #[allow(unsafe_code)]
     fn signal(&self, sig: libc::c_int) -> Result<(), String> {
         let pid = self
             .pid()
