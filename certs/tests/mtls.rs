@@ -4,15 +4,13 @@
 //! client from another CA (even one claiming the same trust domain), or with no certificate,
 //! gets nothing beyond the handshake.
 
-mod common;
-
 use std::time::Duration;
 
 use certs::rustls::pki_types::pem::PemObject;
 use certs::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use certs::rustls::{self, CertificateError, ClientConfig};
 use certs::{Ca, Issued, Name, Role, TrustDomain};
-use common::{handshake, ServerEnd};
+use testkit::handshake::{self, handshake, ServerEnd};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -62,7 +60,7 @@ fn client(ca: &Ca, id: &Issued) -> ClientConfig {
 }
 
 /// The refused client must have learnt nothing: no greeting, an error instead.
-fn assert_client_got_nothing(outcome: &common::Outcome) {
+fn assert_client_got_nothing(outcome: &handshake::Outcome) {
     match &outcome.client {
         Ok(reply) => panic!("refused client read {reply:?}"),
         Err(e) => assert!(!e.to_string().contains("hello"), "{e}"),

@@ -1,15 +1,10 @@
 //! The real `shardctl` binary, run in a temporary directory: `pki init`, `pki issue`, `pki show`.
 
-// The loopback handshake helper of the certs crate, so CLI-written files are tested through the
-// same path a service will use.
-#[path = "../../certs/tests/common/mod.rs"]
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{handshake, ServerEnd};
+use testkit::handshake::{handshake, ServerEnd};
 use testkit::shardctl::mode;
 
 /// A scratch directory to run `shardctl` in.

@@ -15,6 +15,7 @@
 //! - [`cluster`]: custodians and an enroller in a trust domain made with `shardctl pki`;
 //! - [`shardctl`]: running the CLI against a cluster, as a user at their own machine;
 //! - [`http`]: raw HTTP/1.1 requests, over mutual TLS or to a plain health port;
+//! - [`handshake`]: one TLS handshake between two configurations, and how each side ended;
 //! - [`scan`]: looking for leaked secrets in logs;
 //! - [`envelope`]: shard envelopes to deposit;
 //! - [`totp`]: the authenticator app's side of TOTP;
@@ -33,6 +34,7 @@ pub mod custodian;
 pub mod device;
 pub mod enroller;
 pub mod envelope;
+pub mod handshake;
 pub mod http;
 pub mod net;
 pub mod pki;

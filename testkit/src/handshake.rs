@@ -1,9 +1,6 @@
-//! A real TLS handshake over loopback TCP, for tests of `certs::tls`.
-//!
-//! Shared with `client/tests/pki_cli.rs` (included there by path), so both crates test the
-//! certificates they produce through the same code path a service will use.
-
-#![allow(dead_code)]
+//! One real TLS handshake over loopback TCP between two configurations, for the tests of
+//! `certs::tls` and of the certificates `shardctl pki` writes: both go through the same code
+//! path a service uses.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
