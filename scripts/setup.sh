@@ -18,6 +18,8 @@ PACKAGES=(
                   # tpm2-pkcs11 over swtpm (hsm/tests/pkcs11.rs): module, tpm2_ptool,
                   # the resource manager it needs, and a private D-Bus for that
   openssl         # the outside verifier of Ed25519 threshold signatures (threshold/tests)
+  python3         # containers/test.sh reads docker's JSON with it
+  procps          # kill, ps: the tests stop the helper daemons they start
   ca-certificates
 )
 

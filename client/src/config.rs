@@ -3,7 +3,9 @@
 //! The file is found by `--config FILE`, else `$SHARDCTL_CONFIG`, else
 //! `$XDG_CONFIG_HOME/shardctl/config.toml` (`~/.config/shardctl/config.toml`), and read by
 //! [`conf`] (a regular file of at most 1 MiB, unknown keys refused). Relative paths in it are
-//! taken from the file's own directory. No key is overridden by the environment.
+//! taken from the file's own directory. No key is overridden by the environment, except the
+//! admin certificate and key, which `--admin-cert`/`--admin-key` (or `SHARDCTL_ADMIN_CERT`,
+//! `SHARDCTL_ADMIN_KEY`) replace for one command.
 //!
 //! ```toml
 //! trust_domain = "prod.example.org"

@@ -120,6 +120,12 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
             )),
             _ => None,
         },
+        Reason::CertificateExpired => Some(match name {
+            Some(name) => format!("the login certificate has expired; run `shardctl login {name}`"),
+            None => {
+                "the login certificate has expired; log in again (`shardctl login NAME`)".into()
+            }
+        }),
         Reason::RoleNotAllowed | Reason::ClientCertificateRequired => match site {
             Admin { config } => Some(format!(
                 "this needs an admin certificate (`shardctl pki issue admin <name>`), named \

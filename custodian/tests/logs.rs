@@ -17,7 +17,7 @@ const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 /// A harmless log line in both formats, with ids that must not raise alarms.
 fn clean_log(env: &shard::ShardEnvelope) -> String {
     format!(
-        "2025-01-01T00:00:00Z  INFO custodian::api: released peer=spiffe://example.test/user/alice secret_id={} index={} epoch=1\n\
+        "2025-01-01T00:00:00Z  INFO custodian::routes::shards: released peer=spiffe://example.test/user/alice secret_id={} index={} epoch=1\n\
          {{\"level\":\"INFO\",\"fields\":{{\"message\":\"deposit stored\",\"secret_id\":\"{}\",\"size\":{}}}}}\n",
         env.secret_id,
         env.index,

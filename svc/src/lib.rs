@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use wire::{Reason, Refusal};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(20);
@@ -312,10 +313,7 @@ pub async fn serve<H: Hooks>(
                         Ok(answer) => answer,
                         Err(_) => {
                             tracing::warn!(%remote, reason = "request_timeout", "request refused");
-                            Ok(json_refusal(
-                                408,
-                                r#"{"error":"timeout","reason":"request_timeout"}"#,
-                            ))
+                            Ok(json_refusal(408, Reason::RequestTimeout))
                         }
                     }
                 }
@@ -354,15 +352,13 @@ fn unix_now() -> i64 {
 
 /// 401 `certificate_expired`, and the connection closes.
 fn expired_response() -> axum::response::Response {
-    json_refusal(
-        401,
-        r#"{"error":"unauthorized","reason":"certificate_expired"}"#,
-    )
+    json_refusal(401, Reason::CertificateExpired)
 }
 
-/// A JSON refusal that also closes the connection.
-fn json_refusal(status: u16, body: &'static str) -> axum::response::Response {
+/// A refusal body of `reason` that also closes the connection.
+fn json_refusal(status: u16, reason: Reason) -> axum::response::Response {
     use axum::http::{header, HeaderValue, StatusCode};
+    let body = serde_json::to_vec(&Refusal::new(status, reason)).unwrap_or_default();
     let mut resp = axum::response::Response::new(axum::body::Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();

@@ -66,6 +66,9 @@ reasons! {
     RequestTimeout = "request_timeout", retry: true;
     /// The route needs a client certificate and the connection presented none.
     ClientCertificateRequired = "client_certificate_required", retry: false;
+    /// The client certificate has expired (a login certificate lives minutes); the
+    /// connection is closed. Log in again, then retry.
+    CertificateExpired = "certificate_expired", retry: false;
     /// The client certificate belongs to another trust domain.
     WrongTrustDomain = "wrong_trust_domain", retry: false;
     /// The client's role (user, admin, enroller, custodian) may not call this route.

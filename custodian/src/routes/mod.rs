@@ -86,9 +86,10 @@ impl ApiError {
     }
 }
 
-/// Runs `work` on the blocking pool. A store error is logged as `"{what} failed"` and
-/// refused as [`Reason::Storage`]; a task that died is refused as [`Reason::Internal`].
-pub(crate) async fn blocking<T, F>(what: &'static str, work: F) -> Result<T, ApiError>
+/// Runs `work` on the blocking pool. A store error is logged as `"{what} failed"` with
+/// the secret id (empty when none) and refused as [`Reason::Storage`]; a task that died is
+/// refused as [`Reason::Internal`].
+pub(crate) async fn blocking<T, F>(what: &'static str, secret: &str, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
@@ -96,7 +97,7 @@ where
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, op = what, "{what} failed");
+            tracing::error!(error = %e, op = what, secret_id = secret, "{what} failed");
             Err(ApiError::ours(Reason::Storage))
         }
         Err(_) => Err(ApiError::ours(Reason::Internal)),

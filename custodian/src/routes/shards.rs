@@ -64,7 +64,7 @@ pub(crate) async fn deposit(
     };
     let store = s.store.clone();
     let audit = event(&peer, "deposit", &sid, i64::from(env.index), "ok", "");
-    let outcome = blocking("deposit", move || store.deposit(&row, audit)).await?;
+    let outcome = blocking("deposit", &sid, move || store.deposit(&row, audit)).await?;
     let resp = |already_stored| DepositResponse {
         secret_id: sid.clone(),
         epoch: env.epoch,
@@ -186,7 +186,7 @@ pub(crate) async fn release(
     let custodian_id = s.name.as_str().to_owned();
     let owner = peer.0.to_string();
     let epoch = q.epoch;
-    let found = blocking("release lookup", move || {
+    let found = blocking("release lookup", &sid, move || {
         let Some(row) = store.fetch(&id, epoch)? else {
             return Ok(Lookup::Missing);
         };
@@ -295,7 +295,7 @@ pub(crate) async fn delete(
     .await?;
     let store = s.store.clone();
     let audit = event(&peer, "delete", &sid, -1, "ok", "");
-    match blocking("delete", move || store.delete(&id, q.epoch, audit)).await? {
+    match blocking("delete", &sid, move || store.delete(&id, q.epoch, audit)).await? {
         0 => Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound)),
         n => {
             tracing::info!(peer = %peer.0, secret_id = %sid, rows = n, "deleted");
@@ -322,7 +322,7 @@ pub(crate) async fn list(
     };
     let store = s.store.clone();
     let shards: Vec<ShardInfo> =
-        blocking("list", move || store.list(after.as_ref(), limit)).await?;
+        blocking("list", "", move || store.list(after.as_ref(), limit)).await?;
     let next_after = (shards.len() == limit as usize)
         .then(|| shards.last().map(|r| r.secret_id.clone()))
         .flatten();

@@ -6,6 +6,7 @@
 //! verifies with the enrolled public key.
 //!
 //! `--keep` leaves the cluster running (until Ctrl-C) and prints how to talk to it.
+#![forbid(unsafe_code)]
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
