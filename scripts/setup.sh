@@ -52,6 +52,17 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [[ "${1:-}" == "--ci" ]]; then
+  # fmt and clippy come with most toolchains; add them where rustup can and they are missing.
+  for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+      if command -v rustup >/dev/null; then
+        log "adding the ${tool/fmt/rustfmt} component"
+        rustup component add "${tool/fmt/rustfmt}"
+      else
+        log "cargo $tool is missing and there is no rustup to add it"; exit 1
+      fi
+    fi
+  done
   if ! cargo audit --version >/dev/null 2>&1; then
     log "installing cargo-audit (a few minutes, once per machine)"
     cargo install --locked --quiet cargo-audit
