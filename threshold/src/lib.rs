@@ -30,6 +30,21 @@
 //!
 //! Randomness comes from the caller ([`SeededRng`]); the crate reads none.
 //! Checked against the RFC 9591 test vectors in `threshold/tests/vectors/`.
+//!
+//! # Not yet protected (to close before a service holds key packages here)
+//!
+//! - Secrets are kept as FROST's serialized bytes in zeroizing buffers, but FROST's
+//!   serializer grows a plain `Vec` and its decoder copies scalars through stack buffers,
+//!   so freed, unwiped copies of key packages, nonces and DKG secrets can remain in memory.
+//!   The fix is to hold FROST's own structs (which wipe themselves) instead of bytes.
+//! - [`SeededRng`]'s ChaCha20 state is not wiped on drop, and the dealer's polynomial is
+//!   drawn from it.
+//! - [`commit`] uses exactly the generator it is given: the same seed with the same key
+//!   package gives the same nonces, and two messages signed with them reveal the share.
+//!   Callers must seed a fresh generator for every commitment.
+//! - `secp256k1-tr` keys from the DKG carry the BIP341 tweak; dealt and imported keys do
+//!   not. Both verify as plain BIP340 keys; an imported wallet key signs under its internal
+//!   key, not its tweaked output key.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
