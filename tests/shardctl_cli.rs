@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use serde_json::Value;
-use testkit::shardctl::{mode, world};
+use testkit::shardctl::{mode, stdout_of_success, world};
 use testkit::totp;
 
 fn public_key_matches(key_file: &std::path::Path, public_pem: &str) {
@@ -49,17 +49,11 @@ fn journey_invite_register_totp_login_enroll_recover_3_of_4() {
     let err = alice.fails(&["login", "alice"]);
     assert!(err.contains("SHARDCTL_TOTP_CODE"), "{err}");
     let code = totp::code_now(&seed);
-    let out = alice
-        .cmd(&["login", "alice"])
-        .env("SHARDCTL_TOTP_CODE", &code)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of_success(
+        alice
+            .cmd(&["login", "alice"])
+            .env("SHARDCTL_TOTP_CODE", &code),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.starts_with("logged in as spiffe://demo.test/user/alice until "),
         "{text}"

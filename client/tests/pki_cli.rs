@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use testkit::handshake::{handshake, ServerEnd};
-use testkit::shardctl::mode;
+use testkit::shardctl::{mode, stdout_of_success};
 
 /// A scratch directory to run `shardctl` in.
 struct Workspace {
@@ -39,13 +39,7 @@ impl Workspace {
 
     /// Runs and asserts success, returning stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "shardctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
+        stdout_of_success(&mut self.command(args))
     }
 
     /// Runs and asserts a clean failure: exit status 1, one line on stderr starting with
@@ -282,34 +276,22 @@ fn usage_errors_exit_non_zero_without_panicking() {
 #[test]
 fn dir_comes_from_flag_then_env_then_default() {
     let ws = Workspace::new();
-    let out = ws
-        .command(&["pki", "init", "--trust-domain", "env.example"])
-        .env("SHARDCTL_PKI_DIR", ws.path("from-env"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of_success(
+        ws.command(&["pki", "init", "--trust-domain", "env.example"])
+            .env("SHARDCTL_PKI_DIR", ws.path("from-env")),
     );
     assert!(ws.path("from-env/ca.pem").is_file());
     assert!(!ws.path("pki").exists());
 
-    let out = ws
-        .command(&["pki", "issue", "admin", "ops"])
-        .env("SHARDCTL_PKI_DIR", ws.path("from-env"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of_success(
+        ws.command(&["pki", "issue", "admin", "ops"])
+            .env("SHARDCTL_PKI_DIR", ws.path("from-env")),
     );
     assert!(ws.path("from-env/admin-ops.pem").is_file());
 
     // The flag wins over the environment.
-    let out = ws
-        .command(&[
+    stdout_of_success(
+        ws.command(&[
             "pki",
             "init",
             "--trust-domain",
@@ -317,13 +299,7 @@ fn dir_comes_from_flag_then_env_then_default() {
             "--dir",
             "from-flag",
         ])
-        .env("SHARDCTL_PKI_DIR", ws.path("from-env"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        .env("SHARDCTL_PKI_DIR", ws.path("from-env")),
     );
     assert!(ws.path("from-flag/ca.pem").is_file());
 

@@ -13,6 +13,19 @@ use crate::device::Backend;
 use crate::enroller::{custodians_toml, GOOD_PASSWORD};
 use crate::Bins;
 
+/// Runs `command` to its end; it must succeed (the panic shows its stderr and stdout).
+/// Returns its stdout.
+pub fn stdout_of_success(command: &mut Command) -> String {
+    let out = command.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
 /// The text of a `shardctl` configuration file for `cluster` (absolute paths), with the
 /// admin certificate `admin/ops`.
 pub fn config_text(cluster: &Cluster) -> Result<String, String> {
@@ -123,14 +136,7 @@ impl User {
 
     /// Runs `shardctl ARGS`, which must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "shardctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
+        stdout_of_success(&mut self.cmd(args))
     }
 
     /// Runs `shardctl --json ARGS`, which must succeed; returns the parsed document.
