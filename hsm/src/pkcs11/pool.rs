@@ -12,6 +12,10 @@ use super::rc::{ck_text, map_ck, session_dead, CkOrErr};
 use super::{lock, Pkcs11Sealer};
 use crate::Error;
 
+/// Serializes finding a token key with making its session copy, across every sealer of
+/// this process (see [`Conn::key`]).
+static KEY_COPY: Mutex<()> = Mutex::new(());
+
 /// Up to `max` logged-in sessions, opened on demand and reused most-recent-first.
 pub(super) struct Pool {
     state: Mutex<PoolState>,
@@ -49,6 +53,11 @@ impl Conn {
             return Ok(h);
         }
         let label = keys.label(role);
+        // One lookup-and-copy at a time in this process: while SoftHSM copies a key into
+        // a session object, a search from another session can see the copy as a second
+        // token key (seen once under load as "several token keys are labelled ..."). It
+        // runs once per session and key, so holding a lock costs nothing on the seal path.
+        let _one_at_a_time = KEY_COPY.lock().unwrap_or_else(PoisonError::into_inner);
         let token_key = find_token_key(&self.session, &label, keys.device_id)?;
         let handle = match self
             .session
