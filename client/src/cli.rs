@@ -55,11 +55,26 @@ pub enum Command {
         name: String,
     },
 
-    /// Escrow a secret: a new P-256 key made by the enroller, or the contents of a file.
+    /// Escrow a secret (a new P-256 key, or a file), or make a signing key (--kind).
+    ///
+    /// A secret is split into shards and recovered with `shardctl recover`. A
+    /// threshold-signing key (--kind ed25519, secp256k1-tr or p256-schnorr) is split into
+    /// key packages sealed at the custodians and never leaves them: it is used with
+    /// `shardctl sign`.
     Enroll {
         /// Escrow this file's bytes (1 byte to 64 KiB) instead of a new P-256 key.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "import"])]
         secret_file: Option<PathBuf>,
+        /// p256 (a key to escrow and recover, the default), or a threshold-signing kind:
+        /// ed25519, secp256k1-tr (BIP340) or p256-schnorr (FROST Schnorr over P-256, not
+        /// ECDSA). A signing key is split into key packages sealed at the custodians and is
+        /// only ever used through `shardctl sign`.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Split this existing private key instead of a new one (with a signing --kind):
+        /// PKCS#8 PEM for ed25519 and p256-schnorr, or the 32 bytes (raw or 64 hex digits).
+        #[arg(long, value_name = "FILE", requires = "kind")]
+        import: Option<PathBuf>,
     },
 
     /// List your escrowed secrets.
@@ -80,6 +95,33 @@ pub enum Command {
         /// enough shards verified, so that every bad or refusing custodian is named.
         #[arg(long)]
         wait_all: bool,
+    },
+
+    /// Sign a file with a threshold-signing key: t custodians sign with their sealed shares.
+    ///
+    /// The signature is verified against the group key, then printed as hex or written raw
+    /// to --out (64 bytes for ed25519 and secp256k1-tr, 65 for p256-schnorr).
+    Sign {
+        /// The key's id, as `shardctl enroll` printed it.
+        secret_id: String,
+        /// The message to sign (up to 64 KiB).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Write the raw signature to this new file (mode 0600) instead of printing hex.
+        #[arg(long, value_name = "SIG")]
+        out: Option<PathBuf>,
+        /// How long each custodian may take to answer each round, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = crate::outcome::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+    },
+
+    /// Print a signing key's group public key.
+    ///
+    /// PEM (SubjectPublicKeyInfo) for ed25519, x-only hex (BIP340) for secp256k1-tr, SEC1
+    /// compressed hex for p256-schnorr.
+    Pubkey {
+        /// The key's id.
+        secret_id: String,
     },
 
     /// Show which services answer, their verified identities and versions, and your login.

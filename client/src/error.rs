@@ -274,6 +274,50 @@ pub enum CliError {
         /// Of how many.
         total: usize,
     },
+    /// `--kind` names no kind.
+    InvalidKind(String),
+    /// `--import` without a signing `--kind`.
+    ImportNeedsKind,
+    /// The `--import` file holds no private key of the kind in a form we read.
+    BadImport {
+        /// The file.
+        path: PathBuf,
+        /// The kind.
+        kind: &'static str,
+    },
+    /// `sign` or `pubkey` of a secret that is not a signing key.
+    NotASigningKey {
+        /// The secret.
+        secret_id: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// `recover` of a threshold-signing key, which is never recovered.
+    SigningKeyNotRecoverable {
+        /// The key.
+        secret_id: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// The `--in` message is larger than 64 KiB.
+    MessageTooLarge(PathBuf),
+    /// Fewer than `t` custodians committed or signed; nothing was written.
+    NotEnoughSigners {
+        /// The key.
+        secret_id: String,
+        /// How many did.
+        got: usize,
+        /// The threshold.
+        needed: usize,
+        /// `committed` (round 1) or `signed` (round 2).
+        step: &'static str,
+        /// Every custodian's outcome.
+        outcomes: Vec<crate::outcome::Outcome>,
+    },
+    /// The aggregated signature does not verify against the manifest's group key.
+    SignatureInvalid(String),
+    /// A signing step failed locally.
+    Sign(String),
     /// The --out file exists; nothing was fetched or written.
     OutExists(PathBuf),
     /// The --out file's directory does not exist.
@@ -578,6 +622,62 @@ impl fmt::Display for CliError {
                 "{} is not a directory; create it first or choose another --out",
                 dir.display()
             ),
+            CliError::InvalidKind(kind) => write!(
+                f,
+                "--kind {kind:?} is not a kind; use p256, ed25519, secp256k1-tr or p256-schnorr"
+            ),
+            CliError::ImportNeedsKind => write!(
+                f,
+                "--import needs a signing --kind (ed25519, secp256k1-tr or p256-schnorr)"
+            ),
+            CliError::BadImport { path, kind } => write!(
+                f,
+                "{} holds no {kind} private key shardctl reads (PKCS#8 PEM for ed25519 and \
+                 p256-schnorr, or the 32 bytes raw or as 64 hex digits); nothing was sent",
+                path.display()
+            ),
+            CliError::NotASigningKey { secret_id, kind } => write!(
+                f,
+                "{secret_id} is an escrowed secret ({kind}), which is recovered, not used to \
+                 sign; enroll a signing key with `shardctl enroll --kind ed25519` (or \
+                 secp256k1-tr, p256-schnorr)"
+            ),
+            CliError::SigningKeyNotRecoverable { secret_id, kind } => write!(
+                f,
+                "{secret_id} is a threshold-signing key ({kind}), which never leaves its \
+                 custodians; sign with `shardctl sign {secret_id} --in <file>`"
+            ),
+            CliError::MessageTooLarge(path) => write!(
+                f,
+                "{} is larger than 64 KiB; sign a digest of it instead",
+                path.display()
+            ),
+            CliError::NotEnoughSigners {
+                secret_id,
+                got,
+                needed,
+                step,
+                outcomes,
+            } => {
+                let missing = outcomes
+                    .iter()
+                    .filter(|o| !matches!(o.result, "signed" | "committed" | "not_needed"))
+                    .map(|o| o.line())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                write!(
+                    f,
+                    "only {got} of the {needed} custodians needed {step} for {secret_id}, so \
+                     nothing was signed: {missing}; try again when enough custodians answer \
+                     (`shardctl status`)"
+                )
+            }
+            CliError::SignatureInvalid(id) => write!(
+                f,
+                "the signature made with {id} does not verify against its group key; nothing \
+                 was written, tell the operator"
+            ),
+            CliError::Sign(why) => write!(f, "signing failed: {why}; nothing was written"),
             CliError::NoJson(verb) => {
                 write!(
                     f,
@@ -605,7 +705,13 @@ impl CliError {
             CliError::Unreachable { .. } | CliError::Resolve { .. } => "unreachable",
             CliError::WrongPeer { .. } | CliError::Tls { .. } => "tls",
             CliError::Refused { .. } => "refused",
-            CliError::BadManifest { .. } | CliError::KeyMismatch(_) => "integrity",
+            CliError::BadManifest { .. }
+            | CliError::KeyMismatch(_)
+            | CliError::SignatureInvalid(_) => "integrity",
+            CliError::NotASigningKey { .. } | CliError::SigningKeyNotRecoverable { .. } => {
+                "wrong_kind"
+            }
+            CliError::NotEnoughSigners { .. } => "not_enough_signers",
             CliError::NotEnoughShards { .. } => "not_enough_shards",
             CliError::EnrollFailed { .. } => "enroll_failed",
             CliError::AlreadyExists(_) | CliError::OutExists(_) => "already_exists",
@@ -627,6 +733,18 @@ impl CliError {
             } => {
                 v["valid"] = (*valid).into();
                 v["needed"] = (*needed).into();
+                v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
+            }
+            CliError::NotEnoughSigners {
+                got,
+                needed,
+                step,
+                outcomes,
+                ..
+            } => {
+                v["got"] = (*got).into();
+                v["needed"] = (*needed).into();
+                v["step"] = (*step).into();
                 v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
             }
             CliError::EnrollFailed { custodians, .. } => {

@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod error;
 mod files;
+mod import;
 mod manifests;
 mod net;
 mod outcome;
@@ -20,6 +21,7 @@ mod reasons;
 mod recover;
 mod secrets;
 mod session;
+mod sign;
 mod status;
 
 use std::cell::OnceCell;
@@ -107,7 +109,23 @@ fn main() -> ExitCode {
         cli::Command::Admin(command) => admin::run(&ctx, command),
         cli::Command::Register { name, totp } => account::register(&ctx, &name, totp),
         cli::Command::Login { name } => account::login(&ctx, &name),
-        cli::Command::Enroll { secret_file } => secrets::enroll(&ctx, secret_file.as_deref()),
+        cli::Command::Enroll {
+            secret_file,
+            kind,
+            import,
+        } => secrets::enroll(
+            &ctx,
+            secret_file.as_deref(),
+            kind.as_deref(),
+            import.as_deref(),
+        ),
+        cli::Command::Sign {
+            secret_id,
+            input,
+            out,
+            deadline_ms,
+        } => sign::sign(&ctx, &secret_id, &input, out.as_deref(), deadline_ms),
+        cli::Command::Pubkey { secret_id } => sign::pubkey(&ctx, &secret_id),
         cli::Command::Secrets => secrets::list(&ctx),
         cli::Command::Recover {
             secret_id,

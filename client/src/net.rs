@@ -230,3 +230,33 @@ pub fn short_reason(e: &ClientError) -> String {
         ClientError::Decode { reason, .. } => format!("unreadable answer ({reason})"),
     }
 }
+
+/// The result word and the reason for a custodian that did not help (a recovery's or a
+/// signing's), with `refused` wording a refusal's reason.
+pub fn classify(
+    e: &ClientError,
+    login: &Login,
+    refused: fn(Reason) -> String,
+) -> (&'static str, String) {
+    if refused_as_expired(e, Some(login)) {
+        return ("expired", "refused our login certificate as expired".into());
+    }
+    match e {
+        ClientError::Timeout { deadline, .. } => (
+            "timeout",
+            format!("did not answer within {} ms", deadline.as_millis()),
+        ),
+        ClientError::Refused { status, body, .. } => {
+            let words = refused(body.reason);
+            (
+                "refused",
+                format!("{words} ({}, status {})", body.reason, status.as_u16()),
+            )
+        }
+        ClientError::Connect { .. } | ClientError::Transport { .. } => {
+            ("unreachable", short_reason(e))
+        }
+        ClientError::Handshake { .. } | ClientError::WrongPeer { .. } => ("tls", short_reason(e)),
+        _ => ("bad_answer", short_reason(e)),
+    }
+}

@@ -34,6 +34,8 @@ pub enum Site<'a> {
     Enroll,
     /// A custodian asked for its shard during `shardctl recover`.
     Release,
+    /// A custodian asked to commit or sign during `shardctl sign`.
+    Sign,
 }
 
 /// What the user can do about `reason` refused at `site` (or, at [`Site::Release`], what
@@ -42,10 +44,11 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
     use Site::*;
     let name = match site {
         Register { name } | Login { name } | Unlock { name } => Some(*name),
-        Admin { .. } | Enroll | Release => None,
+        Admin { .. } | Enroll | Release | Sign => None,
     };
     // What a custodian did, on the per-custodian line of a recovery.
     let release = |words: &str| matches!(site, Release).then(|| words.to_owned());
+    let signer = |words: &str| matches!(site, Sign).then(|| words.to_owned());
     match reason {
         Reason::InvitationUnknown => name.map(|name| {
             format!(
@@ -141,11 +144,32 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         Reason::InvalidSecretLength => {
             matches!(site, Enroll).then(|| "a secret must be 1 byte to 64 KiB".into())
         }
-        Reason::NotFound => release("has no shard of this secret for you"),
+        Reason::NotFound => match site {
+            Sign => Some("has no key package of this key for you".into()),
+            _ => release("has no shard of this secret for you"),
+        },
+        Reason::SessionUnknown => {
+            signer("lost the signing session (it restarted between the rounds)")
+        }
+        Reason::SessionExpired => signer("dropped the signing session: its deadline passed"),
+        Reason::SessionSpent => signer("had already signed in this session"),
+        Reason::SessionExists => signer("already has a session of this id"),
+        Reason::TooManySessions => signer("has too many signing sessions open; try again shortly"),
+        Reason::CommitmentMissing | Reason::CommitmentAltered => {
+            signer("refused a signing package that does not carry its own commitment")
+        }
+        Reason::NotASigningKey => signer("holds a shard of this id, not a key package"),
+        Reason::SigningKeyNotReleasable => {
+            release("holds a signing key package, which is never released")
+        }
+        Reason::InvalidPrivateKey => matches!(site, Enroll)
+            .then(|| "the imported key is not a valid private key of its kind".into()),
         Reason::SealedBlobIntegrity => {
             release("its stored shard is damaged (the seal's integrity check failed)")
         }
-        Reason::DeviceUnavailable => release("its TPM or HSM is unavailable"),
+        Reason::DeviceUnavailable => {
+            matches!(site, Release | Sign).then(|| "its TPM or HSM is unavailable".into())
+        }
         Reason::RateLimited => release("is rate-limiting us; try again shortly"),
         Reason::AuditUnavailable => release("cannot write its audit log, so it releases nothing"),
         Reason::SealedBlobContext | Reason::SealedBlobMalformed => {
@@ -193,6 +217,9 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::Timeout
         | Reason::ConnectionBroken
         | Reason::InvalidAnswer
+        | Reason::KeyPackageMismatch
+        | Reason::InvalidSession
+        | Reason::InvalidSigningPackage
         | Reason::Unknown => None,
     }
 }
@@ -201,4 +228,10 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
 /// line of a recovery.
 pub fn release_refused(reason: Reason) -> String {
     hint(reason, &Site::Release).unwrap_or_else(|| "refused".into())
+}
+
+/// What a custodian that refused a signing round did, for the per-custodian line of
+/// `shardctl sign`.
+pub fn sign_refused(reason: Reason) -> String {
+    hint(reason, &Site::Sign).unwrap_or_else(|| "refused".into())
 }

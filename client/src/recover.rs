@@ -36,16 +36,7 @@ pub fn recover(
     if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
         return Err(CliError::InvalidDeadline(deadline_ms));
     }
-    // Refuse before any shard is fetched; the final create_new is what really guarantees it.
-    if out.symlink_metadata().is_ok() {
-        return Err(CliError::OutExists(out.to_owned()));
-    }
-    match out.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-            return Err(CliError::NoOutDir(dir.to_owned()))
-        }
-        _ => {}
-    }
+    check_out(out)?;
     let config = ctx.config()?;
     let key = manifests::pinned_key(&config)?;
     let login = Login::load(&config)?;
@@ -54,6 +45,12 @@ pub fn recover(
     let mut report = Report::default();
     let signed = manifest(ctx, &config, &key, &login, &tls, &secret_id, &mut report)?;
     let manifest = signed.unverified();
+    if let SecretKind::Signing { kind, .. } = &manifest.kind {
+        return Err(CliError::SigningKeyNotRecoverable {
+            secret_id: secret_id.to_string(),
+            kind,
+        });
+    }
     let deadline = Duration::from_millis(deadline_ms);
 
     let progress = !ctx.json && std::io::stderr().is_terminal();
@@ -114,7 +111,7 @@ pub fn recover(
     if ctx.json {
         report.text = json_line(&json!({
             "secret_id": secret_id.to_string(),
-            "kind": if matches!(manifest.kind, SecretKind::P256(_)) { "p256" } else { "secret" },
+            "kind": manifest.kind.name(),
             "out": out,
             "threshold": t,
             "custodians": outcomes,
@@ -133,6 +130,20 @@ pub fn recover(
     Ok(report)
 }
 
+/// Refuses an `--out` that exists or whose directory does not, before anything is asked
+/// of a service; the final create-new write is what really guarantees it.
+pub(crate) fn check_out(out: &Path) -> Result<(), CliError> {
+    if out.symlink_metadata().is_ok() {
+        return Err(CliError::OutExists(out.to_owned()));
+    }
+    match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(CliError::NoOutDir(dir.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn json_line(v: &serde_json::Value) -> String {
     let mut s = v.to_string();
     s.push('\n');
@@ -140,7 +151,7 @@ fn json_line(v: &serde_json::Value) -> String {
 }
 
 /// The verified manifest of `secret_id`: the cached copy, else the enroller's (cached then).
-fn manifest(
+pub(crate) fn manifest(
     ctx: &Ctx,
     config: &Config,
     key: &p256::ecdsa::VerifyingKey,
@@ -319,29 +330,7 @@ fn check(manifest: &Manifest, returned: &Returned) -> Result<(), Fault> {
 
 /// The result word and the reason for a custodian that gave no shard.
 fn classify(e: &ClientError, login: &Login) -> (&'static str, String) {
-    if net::refused_as_expired(e, Some(login)) {
-        return ("expired", "refused our login certificate as expired".into());
-    }
-    match e {
-        ClientError::Timeout { deadline, .. } => (
-            "timeout",
-            format!("did not answer within {} ms", deadline.as_millis()),
-        ),
-        ClientError::Refused { status, body, .. } => {
-            let words = crate::reasons::release_refused(body.reason);
-            (
-                "refused",
-                format!("{words} ({}, status {})", body.reason, status.as_u16()),
-            )
-        }
-        ClientError::Connect { .. } | ClientError::Transport { .. } => {
-            ("unreachable", net::short_reason(e))
-        }
-        ClientError::Handshake { .. } | ClientError::WrongPeer { .. } => {
-            ("tls", net::short_reason(e))
-        }
-        _ => ("bad_answer", net::short_reason(e)),
-    }
+    net::classify(e, login, crate::reasons::release_refused)
 }
 
 #[cfg(test)]

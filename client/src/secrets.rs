@@ -27,20 +27,36 @@ pub fn user_enroller(config: &Config) -> Result<(Login, mtls::Client), CliError>
     Ok((login, client))
 }
 
-/// `shardctl enroll [--secret-file F]`.
-pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError> {
+/// `shardctl enroll [--secret-file F | --kind K [--import F]]`.
+pub fn enroll(
+    ctx: &Ctx,
+    secret_file: Option<&Path>,
+    kind: Option<&str>,
+    import: Option<&Path>,
+) -> Result<Report, CliError> {
+    let signing = match kind {
+        None | Some("p256") => None,
+        Some(name) => Some(
+            name.parse::<threshold::Kind>()
+                .map_err(|_| CliError::InvalidKind(name.to_owned()))?,
+        ),
+    };
+    if import.is_some() && signing.is_none() {
+        return Err(CliError::ImportNeedsKind);
+    }
     let config = ctx.config()?;
     let key = manifests::pinned_key(&config)?;
-    let secret_b64 = match secret_file {
-        Some(path) => Some(read_secret_file(path)?),
-        None => None,
+    let secret_b64 = match (secret_file, import) {
+        (Some(path), _) => Some(read_secret_file(path)?),
+        (None, Some(path)) => Some(crate::import::read_private_key(path, signing)?),
+        (None, None) => None,
     };
     let (login, client) = user_enroller(&config)?;
     let request = Enroll {
-        kind: if secret_b64.is_some() {
-            "secret"
-        } else {
-            "p256"
+        kind: match (signing, secret_file) {
+            (Some(kind), _) => kind.as_str(),
+            (None, Some(_)) => "secret",
+            (None, None) => "p256",
         }
         .to_owned(),
         secret: secret_b64,
@@ -68,6 +84,11 @@ pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError>
             p256::PublicKey::from_public_key_pem(pem).is_ok_and(|k| k == *pk)
         }
         (SecretKind::Opaque, None, Some(_)) => true,
+        (SecretKind::Signing { kind, group_key }, Some(text), None) => {
+            signing.is_some_and(|k| k.as_str() == *kind)
+                && threshold::GroupKey::from_text(signing.unwrap_or(threshold::Kind::Ed25519), text)
+                    .is_ok_and(|k| k.as_bytes() == group_key.as_slice())
+        }
         _ => false,
     };
     if !consistent {
@@ -89,9 +110,11 @@ pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError>
             "manifest": cached,
         })));
     }
-    let what = match secret_file {
-        Some(p) => format!("the contents of {}", p.display()),
-        None => "a new P-256 key".into(),
+    let what = match (secret_file, signing, import) {
+        (Some(p), _, _) => format!("the contents of {}", p.display()),
+        (None, Some(kind), Some(p)) => format!("the {kind} key of {}", p.display()),
+        (None, Some(kind), None) => format!("a new {kind} signing key"),
+        (None, None, _) => "a new P-256 key".into(),
     };
     let mut text = format!(
         "enrolled {what} as secret {secret_id}\n  shards: any {t} of {n} at {}\n  \
@@ -106,9 +129,15 @@ pub fn enroll(ctx: &Ctx, secret_file: Option<&Path>) -> Result<Report, CliError>
             text.push('\n');
         }
     }
-    text.push_str(&format!(
-        "recover it with `shardctl recover {secret_id} --out <file>`\n"
-    ));
+    if signing.is_some() {
+        text.push_str(&format!(
+            "it never leaves its custodians: sign with `shardctl sign {secret_id} --in <file>`\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            "recover it with `shardctl recover {secret_id} --out <file>`\n"
+        ));
+    }
     Ok(Report::new(text))
 }
 
@@ -161,10 +190,7 @@ fn enroll_error(config: &Config, login: &Login, f: Failure) -> CliError {
 }
 
 fn kind_word(kind: &SecretKind) -> &'static str {
-    match kind {
-        SecretKind::P256(_) => "p256",
-        SecretKind::Opaque => "secret",
-    }
+    kind.name()
 }
 
 /// `shardctl secrets`: the user's enrollments, each manifest verified with the pinned key (and
@@ -215,7 +241,7 @@ pub fn list(ctx: &Ctx) -> Result<Report, CliError> {
         )));
     }
     let mut text = format!(
-        "{:32}  {:6}  {:20}  {:6}  CUSTODIANS\n",
+        "{:32}  {:12}  {:20}  {:6}  CUSTODIANS\n",
         "SECRET", "KIND", "CREATED", "SHARDS"
     );
     let mut report = Report::default();
@@ -238,7 +264,7 @@ pub fn list(ctx: &Ctx) -> Result<Report, CliError> {
             }
         };
         text.push_str(&format!(
-            "{:32}  {:6}  {:20}  {:6}  {custodians}\n",
+            "{:32}  {:12}  {:20}  {:6}  {custodians}\n",
             e.secret_id,
             e.kind,
             rfc3339_unix(e.created_at),

@@ -7,9 +7,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod journal;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod sessions;
 pub mod store;

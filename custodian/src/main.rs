@@ -189,6 +189,7 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             store,
             limiter: RateLimiter::new(cfg.limits.release_per_second, cfg.limits.release_burst),
             metrics: Arc::new(Metrics::default()),
+            sessions: Default::default(),
         });
         let files = TlsFiles {
             ca: cfg.tls.ca.clone(),
@@ -323,6 +324,7 @@ fn reseal(cfg: &Config) -> Result<ExitCode, String> {
                         index: i64::from(row.index),
                         outcome: "ok",
                         reason: String::new(),
+                        detail: String::new(),
                     };
                     store
                         .replace_blob(&id, row.epoch, &blob, version, audit)

@@ -95,6 +95,7 @@ async fn refuse_handshake(state: &AppState, remote: SocketAddr, reason: &'static
             index: -1,
             outcome: "refused",
             reason: reason.into(),
+            detail: String::new(),
         })
         .await;
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use certs::SpiffeId;
 use mtls::{Client, Error};
-use shard::{CustodianId, SecretId, ShardEnvelope};
+use shard::{CustodianId, SecretId};
 use wire::{CustodianFailure, Reason};
+use zeroize::Zeroizing;
 
 /// Deposits tried per custodian before its failure counts.
 const ATTEMPTS: u32 = 3;
@@ -47,23 +48,22 @@ fn no_answer(e: &Error) -> bool {
     )
 }
 
-/// Deposits `envelopes[i]` at `custodians[i]` for `owner`, all at once. `Ok` only when
-/// every custodian acknowledged.
+/// Deposits the encoded envelope `envelopes[i]` (a shard's or a signing key's) at
+/// `custodians[i]` for `owner`, all at once. `Ok` only when every custodian acknowledged.
 pub async fn deposit_all(
     custodians: &[(CustodianId, Arc<Client>)],
     owner: &SpiffeId,
-    envelopes: &[ShardEnvelope],
+    envelopes: &[Zeroizing<Vec<u8>>],
 ) -> Result<(), Failed> {
     let owner = owner.to_string();
     let results = futures_util::future::join_all(custodians.iter().zip(envelopes).map(
-        |((name, client), env)| {
-            let encoded = env.encode();
+        |((name, client), encoded)| {
             let owner = owner.as_str();
             async move {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    match client.deposit(owner, &encoded).await {
+                    match client.deposit(owner, encoded).await {
                         Ok(_) => return (name, Ok(())),
                         Err(e) if no_answer(&e) && attempt < ATTEMPTS => {
                             tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;

@@ -29,7 +29,8 @@ pub use envelope::{ShardEnvelope, ENVELOPE_VERSION, MAX_ENVELOPE_LEN};
 pub use error::Error;
 pub use id::{validate_name, CustodianId, SecretId};
 pub use manifest::{
-    Manifest, ManifestSigner, SecretKind, SignedManifest, MANIFEST_VERSION, MAX_SIGNED_MANIFEST_LEN,
+    Manifest, ManifestSigner, SecretKind, SignedManifest, MANIFEST_VERSION,
+    MAX_SIGNED_MANIFEST_LEN, SIGNING_KINDS,
 };
 pub use p256;
 pub use rand;

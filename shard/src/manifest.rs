@@ -11,9 +11,21 @@
 //! epoch       u32 BE
 //! created at  u64 BE      Unix seconds
 //! owner       u8 len, UTF-8 (the owner's SPIFFE id, 1..=255 bytes)
-//! kind        u8          0 = opaque bytes, 1 = P-256 private key
-//! public key  [u8; 33]    compressed SEC1, only when kind = 1
+//! kind        u8          0 = opaque bytes, 1 = P-256 private key, and the
+//!                         threshold-signing keys: 2 = ed25519, 3 = secp256k1-tr,
+//!                         4 = p256-schnorr
+//! public key  kind 1: [u8; 33] compressed SEC1; kind 2: [u8; 32] Ed25519 key;
+//!             kind 3: [u8; 32] BIP340 x-only key; kind 4: [u8; 33] compressed SEC1;
+//!             nothing for kind 0
 //! n times:    u8 len, custodian name, [u8; 32] commitment
+//! ```
+//!
+//! For a shard the commitment is the shard's salted commitment; for a signing key it is
+//! the holder's digest (SHA-256 over a domain tag, the kind, the holder and its public
+//! verifying share: `threshold::PublicKeyPackage::holder_digests`), so that a coordinator
+//! can check the public key package a custodian answers.
+//!
+//! ```text
 //! ```
 //!
 //! A signed manifest is `u32 BE length || canonical bytes || 64-byte r||s signature`.
@@ -36,13 +48,57 @@ pub const MAX_SIGNED_MANIFEST_LEN: usize =
     4 + 4 + 1 + 16 + 2 + 4 + 8 + 256 + 1 + 33 + 16 * (64 + 32) + 64;
 
 /// What kind of secret was escrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretKind {
     /// Bytes the user brought; recovery checks only the commitments.
     Opaque,
     /// A P-256 private key (32-byte big-endian scalar) with this public key; recovery
     /// also checks that the combined scalar gives this public key.
     P256(PublicKey),
+    /// A threshold-signing key that is never recovered, only used to sign: its kind's
+    /// wire name (one of [`SIGNING_KINDS`]) and its group public key in the kind's own
+    /// encoding.
+    Signing {
+        /// `ed25519`, `secp256k1-tr` or `p256-schnorr`.
+        kind: &'static str,
+        /// The group key (32, 32 or 33 bytes).
+        group_key: Vec<u8>,
+    },
+}
+
+/// The threshold-signing kinds a manifest can name: code, wire name, group key length.
+pub const SIGNING_KINDS: [(u8, &str, usize); 3] = [
+    (2, "ed25519", 32),
+    (3, "secp256k1-tr", 32),
+    (4, "p256-schnorr", 33),
+];
+
+impl SecretKind {
+    /// A signing kind by its wire name, checking the group key's length.
+    pub fn signing(kind: &str, group_key: &[u8]) -> Result<SecretKind, Error> {
+        let (_, name, len) = SIGNING_KINDS
+            .iter()
+            .find(|(_, name, _)| *name == kind)
+            .ok_or(Error::InvalidField("unknown signing kind"))?;
+        if group_key.len() != *len {
+            return Err(Error::InvalidField(
+                "group key length does not fit its kind",
+            ));
+        }
+        Ok(SecretKind::Signing {
+            kind: name,
+            group_key: group_key.to_vec(),
+        })
+    }
+
+    /// The kind's wire name: `p256`, `secret`, or a signing kind's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecretKind::Opaque => "secret",
+            SecretKind::P256(_) => "p256",
+            SecretKind::Signing { kind, .. } => kind,
+        }
+    }
 }
 
 /// An enrollment manifest.
@@ -98,6 +154,9 @@ impl Manifest {
         if self.owner.is_empty() || self.owner.len() > 255 {
             return Err(Error::InvalidField("owner must be 1..=255 bytes"));
         }
+        if let SecretKind::Signing { kind, group_key } = &self.kind {
+            SecretKind::signing(kind, group_key)?;
+        }
         Ok(())
     }
 
@@ -136,6 +195,15 @@ impl Manifest {
             SecretKind::P256(pk) => {
                 v.push(1);
                 v.extend_from_slice(pk.to_encoded_point(true).as_bytes());
+            }
+            SecretKind::Signing { kind, group_key } => {
+                // Invariant: validate() checked the kind is one of SIGNING_KINDS.
+                let code = SIGNING_KINDS
+                    .iter()
+                    .find(|(_, name, _)| name == kind)
+                    .map_or(0, |(code, _, _)| *code);
+                v.push(code);
+                v.extend_from_slice(group_key);
             }
         }
         for (c, m) in self.custodians.iter().zip(&self.commitments) {
@@ -188,7 +256,10 @@ impl Manifest {
                 PublicKey::from_sec1_bytes(r.take(33)?)
                     .map_err(|_| Error::InvalidField("public key is not a P-256 point"))?,
             ),
-            _ => return Err(Error::InvalidField("unknown secret kind")),
+            code => match SIGNING_KINDS.iter().find(|(c, _, _)| *c == code) {
+                Some((_, name, len)) => SecretKind::signing(name, r.take(*len)?)?,
+                None => return Err(Error::InvalidField("unknown secret kind")),
+            },
         };
         let mut custodians = Vec::with_capacity(usize::from(n));
         let mut commitments = Vec::with_capacity(usize::from(n));
@@ -299,5 +370,55 @@ impl<'a> Cursor<'a> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(kind: SecretKind) -> Manifest {
+        Manifest {
+            secret_id: SecretId::from_bytes([3; 16]),
+            threshold: Threshold::new(2, 3).unwrap(),
+            epoch: 1,
+            created_at: 7,
+            owner: "spiffe://t/user/alice".into(),
+            kind,
+            custodians: ["c1", "c2", "c3"]
+                .iter()
+                .map(|c| CustodianId::new(c).unwrap())
+                .collect(),
+            commitments: (1..=3).map(|i| Commitment([i; 32])).collect(),
+        }
+    }
+
+    #[test]
+    fn signing_kinds_round_trip_and_their_keys_are_checked() {
+        let signer = p256::ecdsa::SigningKey::from_slice(&[5; 32]).unwrap();
+        for (code, name, len) in SIGNING_KINDS {
+            let kind = SecretKind::signing(name, &vec![9; len]).unwrap();
+            assert_eq!(kind.name(), name);
+            let signed = manifest(kind).sign(&signer).unwrap();
+            let bytes = signed.encode();
+            let back = SignedManifest::decode(&bytes).unwrap();
+            assert_eq!(
+                back.verify(signer.verifying_key()).unwrap(),
+                signed.unverified()
+            );
+            // The kind code sits after the owner; another code of another length is refused.
+            let at = 4 + 4 + 1 + 16 + 2 + 4 + 8 + 1 + "spiffe://t/user/alice".len();
+            assert_eq!(bytes[at], code);
+            assert!(SecretKind::signing(name, &vec![9; len + 1]).is_err());
+        }
+        assert!(SecretKind::signing("ed448", &[9; 57]).is_err());
+        let bad = Manifest {
+            kind: SecretKind::Signing {
+                kind: "ed25519",
+                group_key: vec![1; 33],
+            },
+            ..manifest(SecretKind::Opaque)
+        };
+        assert!(bad.sign(&signer).is_err());
     }
 }

@@ -112,6 +112,8 @@ pub struct Audit {
     pub outcome: String,
     /// Reason.
     pub reason: String,
+    /// What else the row names (a signature share: session and message digest).
+    pub detail: String,
 }
 
 /// A custodian with its directory, device and process. Dereferences to its
@@ -315,7 +317,7 @@ impl Custodian {
         let c = self.db();
         let mut st = c
             .prepare(
-                "SELECT seq, event, peer, secret_id, idx, outcome, reason FROM audit ORDER BY seq",
+                "SELECT seq, event, peer, secret_id, idx, outcome, reason, detail FROM audit ORDER BY seq",
             )
             .expect("prepare");
         let rows = st
@@ -328,6 +330,7 @@ impl Custodian {
                     idx: r.get(4)?,
                     outcome: r.get(5)?,
                     reason: r.get(6)?,
+                    detail: r.get(7)?,
                 })
             })
             .expect("query");

@@ -102,6 +102,14 @@ impl Service {
         &self.spec
     }
 
+    /// Sets (or with `None` removes) an environment variable of the next runs.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.spec.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.spec.env.push((key.into(), v.into()));
+        }
+    }
+
     /// The binary, configuration and environment of every run, and nothing inherited
     /// that could change them.
     pub fn command(&self) -> Command {

@@ -123,6 +123,18 @@ impl PublicKeyPackage {
         })
     }
 
+    /// Every holder's public verifying share (`share·G`), in the ciphersuite's encoding.
+    pub fn verifying_shares(&self) -> Result<Vec<(HolderId, Vec<u8>)>, Error> {
+        dispatch!(self.kind(), S => {
+            let public: FrostPublicKeyPackage<S> = self.raw.read::<S, _>()?;
+            public
+                .verifying_shares()
+                .iter()
+                .map(|(id, share)| Ok((holder::<S>(id)?, share.serialize().map_err(refuse::<S>)?)))
+                .collect()
+        })
+    }
+
     pub(crate) fn from_frost<S: Suite>(package: &FrostPublicKeyPackage<S>) -> Result<Self, Error> {
         Ok(PublicKeyPackage {
             raw: Raw::write::<S, _>(package)?,
@@ -202,7 +214,11 @@ impl GroupKey {
         match self.kind {
             Kind::Ed25519 => {
                 let der = [&ED25519_SPKI_PREFIX[..], &self.bytes].concat();
-                pem::encode(&pem::Pem::new("PUBLIC KEY", der))
+                // LF line endings, as OpenSSL writes them (the crate's default is CRLF).
+                pem::encode_config(
+                    &pem::Pem::new("PUBLIC KEY", der),
+                    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+                )
             }
             Kind::Secp256k1Tr | Kind::P256Schnorr => hex::encode(&self.bytes),
         }

@@ -19,6 +19,9 @@
 //! (`decode`, `as_bytes`; `expose` for the secret ones, to be sealed), except
 //! [`Nonces`] and the DKG secrets, which never leave memory.
 //!
+//! - Storage: a holder's [`KeyEnvelope`] (key package, public key package, commitment),
+//!   which decodes only when the package passes Feldman's check; and
+//!   [`PublicKeyPackage::holder_digests`], what a signed manifest records per holder.
 //! - Keys: [`deal`] a fresh key or [`import`] one, `t`-of-`n` among holders
 //!   `1..=n`; or run the DKG ([`dkg::part1`], [`dkg::part2`], [`dkg::part3`]).
 //!   A holder checks its [`KeyPackage`] against the group's [`Commitment`]
@@ -31,14 +34,15 @@
 //! Randomness comes from the caller ([`SeededRng`]); the crate reads none.
 //! Checked against the RFC 9591 test vectors in `threshold/tests/vectors/`.
 //!
-//! # Not yet protected (to close before a service holds key packages here)
+//! # Not yet protected
+//!
+//! The custodians hold key packages through this crate (sealed at rest, decoded for a
+//! signing session); what follows is still open, and the README says so too.
 //!
 //! - Secrets are kept as FROST's serialized bytes in zeroizing buffers, but FROST's
 //!   serializer grows a plain `Vec` and its decoder copies scalars through stack buffers,
 //!   so freed, unwiped copies of key packages, nonces and DKG secrets can remain in memory.
 //!   The fix is to hold FROST's own structs (which wipe themselves) instead of bytes.
-//! - [`SeededRng`]'s ChaCha20 state is not wiped on drop, and the dealer's polynomial is
-//!   drawn from it.
 //! - [`commit`] uses exactly the generator it is given: the same seed with the same key
 //!   package gives the same nonces, and two messages signed with them reveal the share.
 //!   Callers must seed a fresh generator for every commitment.
@@ -49,6 +53,7 @@
 #![deny(missing_docs)]
 
 pub mod dkg;
+mod envelope;
 mod error;
 mod holder;
 mod keys;
@@ -58,6 +63,9 @@ mod rng;
 mod signing;
 mod suite;
 
+pub use envelope::{
+    is_key_envelope, KeyEnvelope, KEY_ENVELOPE_VERSION, MAX_HOLDERS, MAX_KEY_ENVELOPE_LEN,
+};
 pub use error::Error;
 pub use holder::{HolderId, Threshold};
 pub use keys::{deal, import, Commitment, Dealt, GroupKey, KeyPackage, PublicKeyPackage};

@@ -20,6 +20,15 @@ impl SeededRng {
     }
 }
 
+impl Drop for SeededRng {
+    /// Overwrites the generator's state (its key and buffered output) in place with a
+    /// stream of the zero seed, so that what was drawn cannot be drawn again from memory.
+    fn drop(&mut self) {
+        self.0 = ChaCha20Rng::from_seed([0; 32]);
+        std::hint::black_box(&mut self.0);
+    }
+}
+
 impl std::fmt::Debug for SeededRng {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SeededRng")

@@ -6,6 +6,8 @@
 //! | [`Release`] | `GET /v1/shards/{id}[?epoch=N]` | the owner | 200 with the envelope |
 //! | [`Delete`] | `DELETE /v1/shards/{id}[?epoch=N]` | enroller, admin | 200 with the count |
 //! | [`List`] | `GET /v1/shards[?after=ID&limit=N]` | admin | 200 with metadata, never bytes |
+//! | [`Commit`] | `POST /v1/keys/{id}/commit` | the owner | 200 with round 1's commitments |
+//! | [`Sign`] | `POST /v1/keys/{id}/sign` | the owner | 200 with round 2's signature share |
 //! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 |
 //! | [`Metrics`] | `GET /v1/metrics` | admin | Prometheus text |
 //!
@@ -27,6 +29,30 @@ pub struct Deposit {
 }
 
 request!(Deposit, Put, "/v1/shards", DepositResponse, json);
+
+impl crate::Request for Commit {
+    const METHOD: crate::Method = crate::Method::Post;
+    const ROUTE: &'static str = "/v1/keys/{id}/commit";
+    type Response = CommitResponse;
+    fn path(&self) -> String {
+        format!("/v1/keys/{}/commit", self.secret_id)
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        crate::json_body(self)
+    }
+}
+
+impl crate::Request for Sign {
+    const METHOD: crate::Method = crate::Method::Post;
+    const ROUTE: &'static str = "/v1/keys/{id}/sign";
+    type Response = SignResponse;
+    fn path(&self) -> String {
+        format!("/v1/keys/{}/sign", self.secret_id)
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        crate::json_body(self)
+    }
+}
 
 /// Deposit answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -175,6 +201,65 @@ pub struct ShardInfo {
     pub created_at: i64,
 }
 
+/// Round 1 of threshold signing with the caller's key (the owner's certificate): the
+/// custodian makes fresh nonces, keeps them in memory under `session` until the
+/// session's deadline, and answers their public commitments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commit {
+    /// Key id (hex); in the path, not the body.
+    #[serde(skip)]
+    pub secret_id: String,
+    /// The session id the coordinator chose: 32 hex digits, fresh for every signature.
+    /// The same id goes to every custodian of the session and names it in their audit.
+    pub session: String,
+}
+
+/// Round 1's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// Key id (hex).
+    pub secret_id: String,
+    /// The epoch of the key package that committed.
+    pub epoch: u32,
+    /// This custodian's holder number in the key, `1..=n`.
+    pub holder: u16,
+    /// The key kind (`ed25519`, `secp256k1-tr`, `p256-schnorr`).
+    pub kind: String,
+    /// Base64 of the signing commitments (FROST's encoding).
+    pub commitments: String,
+    /// Base64 of the key's public key package, for aggregation; the coordinator checks it
+    /// against the signed manifest.
+    pub public: String,
+    /// Milliseconds left until the session's nonces are dropped.
+    pub deadline_ms: u64,
+}
+
+/// Round 2 of threshold signing (the owner's certificate): the custodian spends the
+/// session's nonces on the signing package and answers its signature share. A session
+/// signs at most once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sign {
+    /// Key id (hex); in the path, not the body.
+    #[serde(skip)]
+    pub secret_id: String,
+    /// The session id given in round 1.
+    pub session: String,
+    /// Base64 of the signing package (FROST's encoding): the message and the chosen
+    /// holders' commitments.
+    pub package: String,
+}
+
+/// Round 2's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignResponse {
+    /// This custodian's holder number.
+    pub holder: u16,
+    /// Base64 of the signature share (FROST's encoding).
+    pub share: String,
+}
+
 /// Health (any certificate of the trust domain).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health;
@@ -205,6 +290,8 @@ pub struct Metrics;
 request!(Metrics, Get, "/v1/metrics", Text);
 
 json_answers!(
+    CommitResponse,
+    SignResponse,
     DepositResponse,
     ReleaseResponse,
     DeleteResponse,

@@ -148,9 +148,14 @@ pub struct UnlockResponse {
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enroll {
-    /// `p256` (the enroller generates a key) or `secret` (escrow `secret`).
+    /// `p256` (the enroller generates a key to escrow), `secret` (escrow `secret`), or a
+    /// threshold-signing kind, `ed25519`, `secp256k1-tr` or `p256-schnorr` (the enroller
+    /// generates the key, or splits the private key in `secret`, into one key package per
+    /// custodian; the key is never recovered, only used to sign).
     pub kind: String,
-    /// Base64 of the secret to escrow (1 byte to 64 KiB), for kind `secret`. Wiped on drop.
+    /// Base64 of the secret to escrow (1 byte to 64 KiB) for kind `secret`, or of the
+    /// private key to import for a signing kind (32 bytes: the Ed25519 seed, the
+    /// secp256k1 or P-256 scalar, big-endian). Wiped on drop.
     #[serde(default)]
     pub secret: Option<Zeroizing<String>>,
 }
@@ -161,7 +166,9 @@ request!(Enroll, Post, "/v1/enroll", EnrollResponse, json);
 pub struct EnrollResponse {
     /// Secret id (hex).
     pub secret_id: String,
-    /// Public key PEM for kind `p256`.
+    /// The public key: PEM for `p256` and `ed25519` (SubjectPublicKeyInfo), lowercase hex
+    /// for `secp256k1-tr` (BIP340 x-only) and `p256-schnorr` (SEC1 compressed); none for
+    /// `secret`.
     pub public_key: Option<String>,
     /// Base64 of the signed manifest.
     pub manifest: String,
@@ -197,9 +204,9 @@ request!(
 pub struct EnrollmentInfo {
     /// Secret id.
     pub secret_id: String,
-    /// `p256` or `secret`.
+    /// `p256`, `secret`, `ed25519`, `secp256k1-tr` or `p256-schnorr`.
     pub kind: String,
-    /// Public key PEM for `p256`.
+    /// The public key, as in [`EnrollResponse::public_key`].
     pub public_key: Option<String>,
     /// Epoch.
     pub epoch: u32,

@@ -110,6 +110,39 @@ reasons! {
     /// The audit log could not record the release, so nothing was released.
     AuditUnavailable = "audit_unavailable", retry: true;
 
+    // ---- custodian: threshold signing ----
+    /// The id names a shard, which is released, not a signing key, which signs.
+    NotASigningKey = "not_a_signing_key", retry: false;
+    /// The id names a threshold-signing key, which never leaves its custodians: sign with
+    /// it (`shardctl sign`) instead of recovering it.
+    SigningKeyNotReleasable = "signing_key_not_releasable", retry: false;
+    /// The deposited key package does not match the group's commitments (Feldman's
+    /// check), or its parts disagree; nothing was stored.
+    KeyPackageMismatch = "key_package_mismatch", retry: false;
+    /// The session id is not 32 hex digits.
+    InvalidSession = "invalid_session", retry: false;
+    /// A session of this id is already open for this key: choose a fresh id.
+    SessionExists = "session_exists", retry: false;
+    /// No open session has this id: it was never opened, its custodian restarted (which
+    /// aborts every session), or it ended. Start again from round 1.
+    SessionUnknown = "session_unknown", retry: false;
+    /// The session's deadline passed before round 2; its nonces are gone. Start again
+    /// from round 1.
+    SessionExpired = "session_expired", retry: false;
+    /// Round 2 of this session was already answered: its nonces are spent and a replayed
+    /// round 2 signs nothing.
+    SessionSpent = "session_spent", retry: false;
+    /// Too many signing sessions are open at this custodian; wait and retry.
+    TooManySessions = "too_many_sessions", retry: true;
+    /// The signing package does not decode as one of this key's kind.
+    InvalidSigningPackage = "invalid_signing_package", retry: false;
+    /// The signing package carries no commitment from this custodian; nothing was signed
+    /// and the session is spent.
+    CommitmentMissing = "commitment_missing", retry: false;
+    /// The signing package carries another commitment for this custodian than its round
+    /// 1 answered; nothing was signed and the session is spent.
+    CommitmentAltered = "commitment_altered", retry: false;
+
     // ---- enroller: accounts ----
     /// The user name is not a valid name.
     InvalidName = "invalid_name", retry: false;
@@ -159,6 +192,8 @@ reasons! {
     InvalidSecretEncoding = "invalid_secret_encoding", retry: false;
     /// The brought secret is empty or larger than 64 KiB.
     InvalidSecretLength = "invalid_secret_length", retry: false;
+    /// The private key to import is not a valid key of its kind.
+    InvalidPrivateKey = "invalid_private_key", retry: false;
     /// The enroller's token produced no randomness, so no key was made.
     TokenRandomUnavailable = "token_random_unavailable", retry: true;
     /// At least one custodian did not take its shard; every shard that landed was deleted.

@@ -5,14 +5,15 @@
 //! | module | capability | routes |
 //! |---|---|---|
 //! | [`shards`] | deposit, release, delete, list | `/v1/shards`, `/v1/shards/{id}` |
+//! | [`signing`] | threshold signing rounds | `/v1/keys/{id}/commit`, `/v1/keys/{id}/sign` |
 //! | [`ops`] | health and metrics | `/v1/health`, `/v1/metrics`, the plain health port |
 //!
-//! The next capabilities get modules of their own beside these: `signing` (threshold
-//! signing rounds), `epochs` (refresh, reshare, repair, share checks), `peer` (the
+//! The next capabilities get modules of their own beside these: `epochs` (refresh, reshare, repair, share checks), `peer` (the
 //! custodian-to-custodian channel) and `gate` (the release gate).
 
 pub mod ops;
 pub mod shards;
+pub mod signing;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use certs::{Role, SpiffeId};
 use hsm::{SealContext, Sealer};
@@ -31,7 +32,7 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::{AuditEvent, Store};
-use wire::custodian::{Deposit, Health, Metrics as MetricsRequest, Release};
+use wire::custodian::{Commit, Deposit, Health, Metrics as MetricsRequest, Release, Sign};
 use wire::{Reason, Refusal, Request as _};
 
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Open threshold-signing sessions (memory only).
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// The handlers' shared state.
@@ -116,6 +119,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
     Router::new()
         .route(Deposit::ROUTE, put(shards::deposit).get(shards::list))
         .route(Release::ROUTE, get(shards::release).delete(shards::delete))
+        .route(Commit::ROUTE, post(signing::commit))
+        .route(Sign::ROUTE, post(signing::sign))
         .route(Health::ROUTE, get(ops::health))
         .route(MetricsRequest::ROUTE, get(ops::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })
@@ -139,6 +144,8 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         ("GET", "/v1/shards") => "list",
         ("GET", p) if p.starts_with("/v1/shards/") => "release",
         ("DELETE", _) => "delete",
+        ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/commit") => "commit",
+        ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/sign") => "sign",
         (_, "/v1/health") => "health",
         (_, "/v1/metrics") => "metrics",
         _ => "other",
@@ -173,6 +180,7 @@ pub(crate) fn event(
         index,
         outcome,
         reason: reason.to_owned(),
+        detail: String::new(),
     }
 }
 

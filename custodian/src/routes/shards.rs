@@ -36,6 +36,7 @@ pub(crate) async fn deposit(
     };
     let sid = env.secret_id.to_string();
     let context = ctx(&s, env.secret_id, env.index, env.epoch);
+    let kind = env.kind;
     let sealer = s.sealer.clone();
     let raw_for_seal = raw.clone();
     let sealed = tokio::task::spawn_blocking(move || sealer.seal(&context, &raw_for_seal)).await;
@@ -61,6 +62,7 @@ pub(crate) async fn deposit(
         key_version,
         // Invariant: a decoded envelope is at most MAX_ENVELOPE_LEN bytes.
         size: raw.len() as u32,
+        kind: kind.to_owned(),
     };
     let store = s.store.clone();
     let audit = event(&peer, "deposit", &sid, i64::from(env.index), "ok", "");
@@ -88,13 +90,52 @@ pub(crate) async fn deposit(
     }
 }
 
+/// What a deposited envelope is bound to: a shard's, or a signing key's.
+struct Deposited {
+    secret_id: SecretId,
+    index: u8,
+    epoch: u32,
+    /// `shard`, or the signing key's kind.
+    kind: &'static str,
+}
+
+/// Decodes a deposited envelope: a shard envelope, or a key envelope, which is decoded
+/// only when its key package passes Feldman's check against the group's commitment.
+fn decode_deposit(raw: &[u8]) -> Result<Deposited, ApiError> {
+    if threshold::is_key_envelope(raw) {
+        let key = threshold::KeyEnvelope::decode(raw).map_err(|e| match e {
+            threshold::Error::ShareMismatch => ApiError::bad(Reason::KeyPackageMismatch),
+            _ => ApiError::bad(Reason::InvalidEnvelope),
+        })?;
+        // Invariant: a key has at most MAX_HOLDERS (16) holders, so a holder fits in u8.
+        let index =
+            u8::try_from(key.holder().get()).map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
+        return Ok(Deposited {
+            secret_id: SecretId::from_bytes(key.secret_id),
+            index,
+            epoch: key.epoch,
+            kind: key.kind().as_str(),
+        });
+    }
+    let env = ShardEnvelope::decode(raw).map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
+    Ok(Deposited {
+        secret_id: env.secret_id,
+        index: env.index,
+        epoch: env.epoch,
+        kind: SHARD,
+    })
+}
+
+/// The `kind` of a stored shard (a signing key's row names its kind instead).
+pub(crate) const SHARD: &str = "shard";
+
 /// What a deposit is checked for before anything is sealed: the caller's role, the
 /// body, the owner and the envelope.
 fn check_deposit(
     s: &AppState,
     peer: &Peer,
     body: Result<Json<Deposit>, axum::extract::rejection::JsonRejection>,
-) -> Result<(SpiffeId, Zeroizing<Vec<u8>>, ShardEnvelope), ApiError> {
+) -> Result<(SpiffeId, Zeroizing<Vec<u8>>, Deposited), ApiError> {
     require(s, peer, &[Role::Enroller])?;
     let Json(req) = body.map_err(|rejection| {
         // The body limit surfaces here as a JSON rejection, not as a response the
@@ -113,22 +154,96 @@ fn check_deposit(
         .decode(req.envelope.as_bytes())
         .map(Zeroizing::new)
         .map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
-    let env = ShardEnvelope::decode(&raw).map_err(|_| ApiError::bad(Reason::InvalidEnvelope))?;
+    let env = decode_deposit(&raw)?;
     Ok((owner, raw, env))
 }
 
-/// What the blocking half of a release found.
+/// What a route that uses a stored row asks for: a shard (to release it) or a signing
+/// key's package (to sign with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Shard,
+    SigningKey,
+}
+
+/// What the blocking half of a lookup found.
 enum Lookup {
-    /// No shard for this id (and epoch).
     Missing,
-    /// A shard of another owner; not unsealed.
+    /// A row of another owner; not unsealed.
     NotOwner,
-    /// The owner's shard, and what unsealing it gave.
-    Found {
-        index: u8,
-        epoch: u32,
-        unsealed: Result<Zeroizing<Vec<u8>>, hsm::Error>,
-    },
+    /// The owner's row of the other kind; not unsealed.
+    WrongKind,
+    Found(Unsealed),
+}
+
+/// The owner's row of the kind asked for, and what unsealing it gave.
+pub(crate) struct Unsealed {
+    pub index: u8,
+    pub epoch: u32,
+    pub unsealed: Result<Zeroizing<Vec<u8>>, hsm::Error>,
+}
+
+/// Finds the caller's row of `id` (at `epoch`, or the newest) and unseals it, in one trip
+/// to the blocking pool: under load each trip (two thread hand-offs) cost more than the
+/// SQLite read it carried. Only the owner's row of the wanted kind is ever unsealed. A
+/// missing row, another owner's (answered exactly like a missing one, so that ids cannot
+/// be probed; the audit row records the difference) and the other kind are refused and
+/// audited as `op`.
+pub(crate) async fn unseal_owned(
+    s: &AppState,
+    peer: &Peer,
+    op: &'static str,
+    id: SecretId,
+    sid: &str,
+    epoch: Option<u32>,
+    want: Want,
+) -> Result<Unsealed, ApiError> {
+    let store = s.store.clone();
+    let sealer = s.sealer.clone();
+    let custodian_id = s.name.as_str().to_owned();
+    let owner = peer.0.to_string();
+    let found = blocking(op, sid, move || {
+        let Some(row) = store.fetch(&id, epoch)? else {
+            return Ok(Lookup::Missing);
+        };
+        if row.owner != owner {
+            return Ok(Lookup::NotOwner);
+        }
+        if (row.kind == SHARD) != (want == Want::Shard) {
+            return Ok(Lookup::WrongKind);
+        }
+        let context = SealContext {
+            custodian_id,
+            secret_id: id,
+            index: row.index,
+            epoch: row.epoch,
+        };
+        Ok(Lookup::Found(Unsealed {
+            index: row.index,
+            epoch: row.epoch,
+            unsealed: sealer.unseal(&context, &row.blob),
+        }))
+    })
+    .await?;
+    let refusal = match found {
+        Lookup::Found(unsealed) => return Ok(unsealed),
+        Lookup::NotOwner => {
+            tracing::warn!(peer = %peer.0, secret_id = %sid, op, "refused: not the owner");
+            s.journal
+                .record(event(peer, op, sid, -1, "refused", "not_owner"))
+                .await;
+            return Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound));
+        }
+        Lookup::Missing => ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound),
+        Lookup::WrongKind => ApiError::new(
+            StatusCode::CONFLICT,
+            match want {
+                Want::Shard => Reason::SigningKeyNotReleasable,
+                Want::SigningKey => Reason::NotASigningKey,
+            },
+        ),
+    };
+    Err(refuse(s, peer, op, sid, -1, refusal).await)
 }
 
 /// What the routes on one secret check first, each refusal audited as `op`: the secret
@@ -179,55 +294,11 @@ pub(crate) async fn release(
         }
         return Ok(resp);
     }
-    // One trip to the blocking pool for both the lookup and the unseal: under load
-    // each trip (two thread hand-offs) cost more than the SQLite read it carried.
-    let store = s.store.clone();
-    let sealer = s.sealer.clone();
-    let custodian_id = s.name.as_str().to_owned();
-    let owner = peer.0.to_string();
-    let epoch = q.epoch;
-    let found = blocking("release lookup", &sid, move || {
-        let Some(row) = store.fetch(&id, epoch)? else {
-            return Ok(Lookup::Missing);
-        };
-        // Only the owner's shard is ever unsealed.
-        if row.owner != owner {
-            return Ok(Lookup::NotOwner);
-        }
-        let context = SealContext {
-            custodian_id,
-            secret_id: id,
-            index: row.index,
-            epoch: row.epoch,
-        };
-        let unsealed = sealer.unseal(&context, &row.blob);
-        Ok(Lookup::Found {
-            index: row.index,
-            epoch: row.epoch,
-            unsealed,
-        })
-    })
-    .await;
-    let (index, epoch, unsealed) = match found? {
-        Lookup::Found {
-            index,
-            epoch,
-            unsealed,
-        } => (index, epoch, unsealed),
-        // Another user's secret is answered exactly like a missing one, so that ids
-        // cannot be probed; the audit row records the difference.
-        Lookup::NotOwner => {
-            tracing::warn!(peer = %peer.0, secret_id = %sid, "release refused: not the owner");
-            s.journal
-                .record(event(&peer, "release", &sid, -1, "refused", "not_owner"))
-                .await;
-            return Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound));
-        }
-        Lookup::Missing => {
-            let e = ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound);
-            return Err(refuse(&s, &peer, "release", &sid, -1, e).await);
-        }
-    };
+    let Unsealed {
+        index,
+        epoch,
+        unsealed,
+    } = unseal_owned(&s, &peer, "release", id, &sid, q.epoch, Want::Shard).await?;
     let envelope = match unsealed {
         Ok(e) => e,
         Err(e) => {

@@ -26,6 +26,9 @@ pub struct AuditEvent {
     pub outcome: &'static str,
     /// Machine-readable reason (empty for ok).
     pub reason: String,
+    /// What else the event names, as `key=value` words (a signature share: the message
+    /// digest and the session id); empty for most events.
+    pub detail: String,
 }
 
 impl AuditEvent {
@@ -74,11 +77,21 @@ fn row_hash(prev: &[u8; 32], seq: i64, at: i64, e: &AuditEvent) -> [u8; 32] {
         at,
         [e.event, &e.peer, &e.secret_id, e.outcome, &e.reason],
         e.index,
+        &e.detail,
     )
 }
 
-/// The audit chain's hash over one row, with every text field length-prefixed.
-fn chain_hash(prev: &[u8; 32], seq: i64, at: i64, fields: [&str; 5], index: i64) -> [u8; 32] {
+/// The audit chain's hash over one row, with every text field length-prefixed. The
+/// detail (added by migration 3) is hashed only when it is not empty, so that rows written
+/// before it keep their hashes.
+fn chain_hash(
+    prev: &[u8; 32],
+    seq: i64,
+    at: i64,
+    fields: [&str; 5],
+    index: i64,
+    detail: &str,
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"shard-audit-v1\0");
     h.update(prev);
@@ -89,6 +102,10 @@ fn chain_hash(prev: &[u8; 32], seq: i64, at: i64, fields: [&str; 5], index: i64)
         h.update(field.as_bytes());
     }
     h.update(index.to_be_bytes());
+    if !detail.is_empty() {
+        h.update((detail.len() as u64).to_be_bytes());
+        h.update(detail.as_bytes());
+    }
     h.finalize().into()
 }
 
@@ -105,8 +122,8 @@ pub(super) fn append(
     let at = now();
     let hash = row_hash(&head.1, seq, at, e);
     tx.prepare_cached(
-        "INSERT INTO audit (seq, at, event, peer, secret_id, idx, outcome, reason, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO audit (seq, at, event, peer, secret_id, idx, outcome, reason, prev_hash, hash, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         seq,
@@ -118,7 +135,8 @@ pub(super) fn append(
         e.outcome,
         e.reason,
         &head.1[..],
-        &hash[..]
+        &hash[..],
+        e.detail
     ])?;
     Ok((seq, hash))
 }
@@ -162,13 +180,15 @@ impl Store {
     pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, at, event, peer, secret_id, idx, outcome, reason FROM audit ORDER BY seq DESC LIMIT ?1",
+                "SELECT seq, at, event, peer, secret_id, idx, outcome, reason, detail FROM audit ORDER BY seq DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![limit], |r| {
+                let mut event = event_of(r)?;
+                event.detail = r.get(8)?;
                 Ok(AuditRow {
                     seq: r.get(0)?,
                     at: r.get(1)?,
-                    event: event_of(r)?,
+                    event,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -179,7 +199,7 @@ impl Store {
     pub fn verify_audit(&self) -> Result<AuditVerdict, StoreError> {
         self.with_reader(|c| {
             let mut stmt = c.prepare(
-                "SELECT seq, at, event, peer, secret_id, idx, outcome, reason, prev_hash, hash FROM audit ORDER BY seq",
+                "SELECT seq, at, event, peer, secret_id, idx, outcome, reason, prev_hash, hash, detail FROM audit ORDER BY seq",
             )?;
             let mut rows = stmt.query([])?;
             let mut prev = [0u8; 32];
@@ -199,7 +219,8 @@ impl Store {
                 // Hash the stored text exactly (not the interned form) so any edit shows.
                 let (event, outcome): (String, String) = (r.get(2)?, r.get(6)?);
                 let fields = [event.as_str(), &e.peer, &e.secret_id, outcome.as_str(), &e.reason];
-                if hash[..] != chain_hash(&prev, seq, r.get(1)?, fields, e.index)[..] {
+                let detail: String = r.get(10)?;
+                if hash[..] != chain_hash(&prev, seq, r.get(1)?, fields, e.index, &detail)[..] {
                     return Ok(AuditVerdict::Broken { seq, problem: "contents do not match its hash" });
                 }
                 prev.copy_from_slice(&hash);
@@ -220,6 +241,8 @@ fn intern(s: &str) -> &'static str {
         "delete",
         "list",
         "reseal",
+        "commit",
+        "sign",
         "health",
         "metrics",
         "ok",
@@ -231,7 +254,7 @@ fn intern(s: &str) -> &'static str {
 }
 
 /// The event of an audit row selected as `seq, at, event, peer, secret_id, idx,
-/// outcome, reason, ...`.
+/// outcome, reason, ...` (the detail, when selected, is set by the caller).
 fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     Ok(AuditEvent {
         event: intern(&r.get::<_, String>(2)?),
@@ -240,6 +263,7 @@ fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
         index: r.get(5)?,
         outcome: intern(&r.get::<_, String>(6)?),
         reason: r.get(7)?,
+        detail: String::new(),
     })
 }
 
@@ -253,6 +277,7 @@ pub(super) fn sample_event(event: &'static str) -> AuditEvent {
         index: 1,
         outcome: "ok",
         reason: String::new(),
+        detail: String::new(),
     }
 }
 

@@ -37,6 +37,10 @@ const MIGRATIONS: &[&str] = &[
         device_id BLOB    NOT NULL,
         bound_at  INTEGER NOT NULL
      );",
+    // 3: threshold-signing keys beside shards (`kind` is `shard` or the key's kind), and
+    // the audit detail of a signature share (message digest and session id).
+    "ALTER TABLE shards ADD COLUMN kind TEXT NOT NULL DEFAULT 'shard';
+     ALTER TABLE audit ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Applies the migrations `conn`'s database has not run yet, each in its own

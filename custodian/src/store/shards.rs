@@ -27,6 +27,8 @@ pub struct NewShard {
     pub key_version: u32,
     /// Envelope length in bytes.
     pub size: u32,
+    /// `shard`, or the kind of a threshold-signing key (`ed25519`, ...).
+    pub kind: String,
 }
 
 /// A stored shard row.
@@ -48,6 +50,8 @@ pub struct StoredShard {
     pub size: u32,
     /// Unix seconds.
     pub created_at: i64,
+    /// `shard`, or the kind of a threshold-signing key.
+    pub kind: String,
 }
 
 /// What a deposit did.
@@ -61,8 +65,8 @@ pub enum DepositOutcome {
     Conflict,
 }
 
-/// `epoch, idx, owner, blob, key_version, size, created_at` of a `shards` row.
-type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64);
+/// `epoch, idx, owner, blob, key_version, size, created_at, kind` of a `shards` row.
+type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64, String);
 
 impl Store {
     /// Stores a sealed shard and its audit row in one durable transaction.
@@ -72,27 +76,28 @@ impl Store {
         audit: AuditEvent,
     ) -> Result<DepositOutcome, StoreError> {
         self.write(|tx, head| {
-            let existing: Option<(Vec<u8>, i64, String)> = tx
+            let existing: Option<(Vec<u8>, i64, String, String)> = tx
                 .prepare_cached(
-                    "SELECT digest, idx, owner FROM shards WHERE secret_id = ?1 AND epoch = ?2",
+                    "SELECT digest, idx, owner, kind FROM shards WHERE secret_id = ?1 AND epoch = ?2",
                 )?
                 .query_row(params![&shard.secret_id.as_bytes()[..], shard.epoch], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
             let outcome = match existing {
-                Some((digest, idx, owner))
+                Some((digest, idx, owner, kind))
                     if digest == shard.digest
                         && idx == i64::from(shard.index)
-                        && owner == shard.owner =>
+                        && owner == shard.owner
+                        && kind == shard.kind =>
                 {
                     DepositOutcome::AlreadyStored
                 }
                 Some(_) => DepositOutcome::Conflict,
                 None => {
                     tx.prepare_cached(
-                        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at, kind)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )?
                     .execute(params![
                         &shard.secret_id.as_bytes()[..],
@@ -103,7 +108,8 @@ impl Store {
                         &shard.digest[..],
                         shard.key_version,
                         shard.size,
-                        now()
+                        now(),
+                        shard.kind
                     ])?;
                     DepositOutcome::Stored
                 }
@@ -133,26 +139,27 @@ impl Store {
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
+                    r.get(7)?,
                 ))
             };
             let row = match epoch {
                 Some(e) => c
                     .prepare_cached(
-                        "SELECT epoch, idx, owner, blob, key_version, size, created_at FROM shards
+                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind FROM shards
                          WHERE secret_id = ?1 AND epoch = ?2",
                     )?
                     .query_row(params![&secret_id.as_bytes()[..], e], map)
                     .optional()?,
                 None => c
                     .prepare_cached(
-                        "SELECT epoch, idx, owner, blob, key_version, size, created_at FROM shards
+                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind FROM shards
                          WHERE secret_id = ?1 ORDER BY epoch DESC LIMIT 1",
                     )?
                     .query_row(params![&secret_id.as_bytes()[..]], map)
                     .optional()?,
             };
             Ok(row.map(
-                |(epoch, index, owner, blob, key_version, size, created_at)| StoredShard {
+                |(epoch, index, owner, blob, key_version, size, created_at, kind)| StoredShard {
                     secret_id: *secret_id,
                     epoch,
                     index,
@@ -161,6 +168,7 @@ impl Store {
                     key_version,
                     size,
                     created_at,
+                    kind,
                 },
             ))
         })
@@ -264,6 +272,7 @@ mod tests {
             digest: [digest; 32],
             key_version: 1,
             size: 70,
+            kind: "shard".into(),
         }
     }
 

@@ -38,33 +38,6 @@ pub(crate) async fn enroll(
     shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut *os_entropy)
         .map_err(|e| internal(Reason::OsRandom, e))?;
     let mut rng = shard::rng::mixed_rng(&token_entropy, &os_entropy);
-    let (secret, kind, public_pem) = match (req.kind.as_str(), req.secret) {
-        ("p256", None) => {
-            let key = loop {
-                let mut b = Zeroizing::new([0u8; 32]);
-                shard::rand::Rng::fill_bytes(&mut rng, &mut *b);
-                if let Ok(k) = p256::SecretKey::from_slice(&*b) {
-                    break k;
-                }
-            };
-            let pem =
-                crate::token::public_key_pem(&p256::ecdsa::VerifyingKey::from(key.public_key()));
-            let mut scalar = key.to_bytes();
-            let secret = Secret::from_slice(&scalar);
-            zeroize::Zeroize::zeroize(&mut scalar[..]);
-            let secret = secret.map_err(|e| internal(Reason::Secret, e))?;
-            (secret, SecretKind::P256(key.public_key()), Some(pem))
-        }
-        ("secret", Some(b64)) => {
-            let raw = Zeroizing::new(B64.decode(b64.as_bytes()).map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretEncoding)
-            })?);
-            let secret = Secret::from_slice(&raw)
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretLength))?;
-            (secret, SecretKind::Opaque, None)
-        }
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidKind)),
-    };
     let random_id = s
         .token
         .random::<10>()
@@ -75,9 +48,25 @@ pub(crate) async fn enroll(
         .unwrap_or(0);
     let secret_id = SecretId::new_v7(now_ms, *random_id);
     let epoch = 1;
-    let envelopes = shard::deal(&secret, s.threshold, secret_id, epoch, &mut rng);
-    drop(secret);
+    let made = match req.kind.parse::<threshold::Kind>() {
+        Ok(kind) => signing_key(kind, req.secret, s.threshold, secret_id, epoch, &mut rng)?,
+        Err(_) => shard_secret(
+            &req.kind,
+            req.secret,
+            s.threshold,
+            secret_id,
+            epoch,
+            &mut rng,
+        )?,
+    };
     drop(rng);
+    let Made {
+        kind,
+        public_text,
+        envelopes,
+        commitments,
+    } = made;
+    let kind_name = kind.name();
     let manifest = Manifest {
         secret_id,
         threshold: s.threshold,
@@ -86,7 +75,7 @@ pub(crate) async fn enroll(
         owner: owner.to_string(),
         kind,
         custodians: s.custodians.iter().map(|(c, _)| c.clone()).collect(),
-        commitments: shard::commitments(&envelopes),
+        commitments,
     };
     let token = s.token.clone();
     let signed = blocking(move || manifest.sign(&*token))
@@ -113,13 +102,8 @@ pub(crate) async fn enroll(
         secret_id: secret_id.to_string(),
         owner: owner.to_string(),
         epoch,
-        kind: if public_pem.is_some() {
-            "p256"
-        } else {
-            "secret"
-        }
-        .into(),
-        public_key: public_pem.clone(),
+        kind: kind_name.into(),
+        public_key: public_text.clone(),
         manifest: encoded.clone(),
         created_at: now(),
     };
@@ -127,18 +111,142 @@ pub(crate) async fn enroll(
     blocking(move || db.add_enrollment(&row, secret_id.as_bytes()))
         .await?
         .map_err(|e| internal(Reason::Database, e))?;
-    tracing::info!(user = %owner, %secret_id, t = s.threshold.t(), n = s.threshold.n(), "enrolled");
+    tracing::info!(user = %owner, %secret_id, kind = kind_name, t = s.threshold.t(), n = s.threshold.n(), "enrolled");
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse {
             secret_id: secret_id.to_string(),
-            public_key: public_pem,
+            public_key: public_text,
             manifest: B64.encode(&encoded),
             custodians: s.custodians.iter().map(|(c, _)| c.to_string()).collect(),
             threshold: s.threshold.t(),
         }),
     )
         .into_response())
+}
+
+/// What an enrollment deposits and signs: the manifest's kind and commitments, each
+/// custodian's encoded envelope (secret: wiped on drop), and the public key's text.
+struct Made {
+    kind: SecretKind,
+    public_text: Option<String>,
+    envelopes: Vec<Zeroizing<Vec<u8>>>,
+    commitments: Vec<shard::Commitment>,
+}
+
+/// A shard-kind enrollment: a P-256 key from the generator (`p256`) or the brought
+/// bytes (`secret`), split into shard envelopes.
+fn shard_secret(
+    kind: &str,
+    brought: Option<Zeroizing<String>>,
+    threshold: shard::Threshold,
+    secret_id: SecretId,
+    epoch: u32,
+    rng: &mut impl shard::rand::CryptoRng,
+) -> Result<Made, ApiError> {
+    let (secret, kind, public_text) = match (kind, brought) {
+        ("p256", None) => {
+            let key = loop {
+                let mut b = Zeroizing::new([0u8; 32]);
+                shard::rand::Rng::fill_bytes(rng, &mut *b);
+                if let Ok(k) = p256::SecretKey::from_slice(&*b) {
+                    break k;
+                }
+            };
+            let pem =
+                crate::token::public_key_pem(&p256::ecdsa::VerifyingKey::from(key.public_key()));
+            let mut scalar = key.to_bytes();
+            let secret = Secret::from_slice(&scalar);
+            zeroize::Zeroize::zeroize(&mut scalar[..]);
+            let secret = secret.map_err(|e| internal(Reason::Secret, e))?;
+            (secret, SecretKind::P256(key.public_key()), Some(pem))
+        }
+        ("secret", Some(b64)) => {
+            let raw = decode_brought(&b64)?;
+            let secret = Secret::from_slice(&raw)
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretLength))?;
+            (secret, SecretKind::Opaque, None)
+        }
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidKind)),
+    };
+    let envelopes = shard::deal(&secret, threshold, secret_id, epoch, rng);
+    Ok(Made {
+        kind,
+        public_text,
+        commitments: shard::commitments(&envelopes),
+        envelopes: envelopes.iter().map(|e| e.encode()).collect(),
+    })
+}
+
+fn decode_brought(b64: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    B64.decode(b64.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretEncoding))
+}
+
+/// A threshold-signing enrollment (dealer mode): a fresh key of `kind` from the
+/// generator, or the brought private key (`secret`, its ecosystem's 32 bytes), split into
+/// one key package per custodian. The dealer's generator is seeded from the token-mixed
+/// one; everything secret is dropped (and wiped) when the envelopes are encoded.
+fn signing_key(
+    kind: threshold::Kind,
+    brought: Option<Zeroizing<String>>,
+    threshold: shard::Threshold,
+    secret_id: SecretId,
+    epoch: u32,
+    rng: &mut impl shard::rand::CryptoRng,
+) -> Result<Made, ApiError> {
+    let split = threshold::Threshold::new(u16::from(threshold.t()), u16::from(threshold.n()))
+        .map_err(|e| internal(Reason::Secret, e))?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    shard::rand::Rng::fill_bytes(rng, &mut *seed);
+    let mut dealer = threshold::SeededRng::from_seed(seed);
+    let dealt = match brought {
+        None => {
+            threshold::deal(kind, split, &mut dealer).map_err(|e| internal(Reason::Secret, e))?
+        }
+        Some(b64) => {
+            let key = decode_brought(&b64)?;
+            threshold::import(kind, &key, split, &mut dealer).map_err(|e| match e {
+                threshold::Error::InvalidPrivateKey(_) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidPrivateKey)
+                }
+                e => internal(Reason::Secret, e),
+            })?
+        }
+    };
+    drop(dealer);
+    let group_key = dealt.public.group_key().clone();
+    let commitments = dealt
+        .public
+        .holder_digests()
+        .map_err(|e| internal(Reason::Secret, e))?
+        .into_iter()
+        .map(shard::Commitment)
+        .collect();
+    let envelopes = dealt
+        .key_packages
+        .into_values()
+        .map(|package| {
+            threshold::KeyEnvelope::new(
+                *secret_id.as_bytes(),
+                epoch,
+                package,
+                dealt.public.clone(),
+                dealt.commitment.clone(),
+            )
+            .map(|e| e.encode())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| internal(Reason::Secret, e))?;
+    let manifest_kind = SecretKind::signing(kind.as_str(), group_key.as_bytes())
+        .map_err(|e| internal(Reason::Secret, e))?;
+    Ok(Made {
+        kind: manifest_kind,
+        public_text: Some(group_key.to_text()),
+        envelopes,
+        commitments,
+    })
 }
 
 fn info(r: EnrollmentRow) -> EnrollmentInfo {
