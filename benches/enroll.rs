@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use mtls::{Client, Method};
 use testkit::enroller::{UserKey, GOOD_PASSWORD};
+use testkit::figures::{ms, percentile};
 use testkit::{Backend, Cluster};
 
 struct FixedPepper;
@@ -56,18 +57,6 @@ fn run_for(
     });
     let n = done.load(std::sync::atomic::Ordering::Relaxed).min(count);
     (n, start.elapsed())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn report_latencies(what: &str, mut lat: Vec<Duration>, wall: Duration) {

@@ -11,14 +11,14 @@ use std::process::Command;
 use std::sync::Arc;
 
 use base64::Engine;
-use mtls::{Client, Method};
+use mtls::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use testkit::cluster::TRUST_DOMAIN;
-use testkit::shardctl::{world, User, World};
+use testkit::shardctl::{world, User};
+use testkit::signing::{call, clients_of, commit, session, sign_directly, sign_round};
 use threshold::{
-    GroupKey, HolderId, Kind, PublicKeyPackage, Signature, SignatureShare, SigningCommitments,
-    SigningPackage,
+    deal, GroupKey, HolderId, KeyEnvelope, Kind, SeededRng, Signature, SigningPackage, Threshold,
+    Zeroizing,
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -135,101 +135,6 @@ fn sign_below_t(user: &User, id: &str, message: &Path) -> (Value, String) {
     let err: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(err["error"], "not_enough_signers", "{err}");
     (err, String::from_utf8_lossy(&run.stderr).into_owned())
-}
-
-/// Mutual-TLS clients of every custodian with `user`'s login certificate.
-fn clients_of(w: &World, user: &User) -> Vec<Client> {
-    let login = user.path(&format!("config/shardctl/login/{TRUST_DOMAIN}.pem"));
-    let tls = w.cluster.client_tls(&login, &login).unwrap();
-    w.cluster.clients(&tls)
-}
-
-async fn call(c: &Client, method: Method, path: &str, body: Value) -> (u16, Value) {
-    let (status, bytes) = c
-        .request(method, path, Some(serde_json::to_vec(&body).unwrap()))
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    (
-        status.as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-fn session(n: u8) -> String {
-    hex::encode([n; 16])
-}
-
-/// Round 1 at one custodian, answering its holder and commitments.
-async fn commit(
-    c: &Client,
-    kind: Kind,
-    id: &str,
-    session: &str,
-) -> (HolderId, SigningCommitments, PublicKeyPackage) {
-    let (st, body) = call(
-        c,
-        Method::POST,
-        &format!("/v1/keys/{id}/commit"),
-        json!({ "session": session }),
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
-    let holder = HolderId::new(body["holder"].as_u64().unwrap() as u16).unwrap();
-    let commitments = SigningCommitments::decode(
-        kind,
-        &B64.decode(body["commitments"].as_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    let public =
-        PublicKeyPackage::decode(kind, &B64.decode(body["public"].as_str().unwrap()).unwrap())
-            .unwrap();
-    (holder, commitments, public)
-}
-
-async fn sign_round(c: &Client, id: &str, session: &str, package: &SigningPackage) -> (u16, Value) {
-    call(
-        c,
-        Method::POST,
-        &format!("/v1/keys/{id}/sign"),
-        json!({ "session": session, "package": B64.encode(package.as_bytes()) }),
-    )
-    .await
-}
-
-/// A whole signing spoken directly to the custodians `chosen` (indices into `cs`): round
-/// 1, the package, round 2, aggregation. Answers the signature, the commitments and the
-/// package.
-async fn sign_directly(
-    cs: &[Client],
-    chosen: &[usize],
-    kind: Kind,
-    id: &str,
-    session: &str,
-    message: &[u8],
-) -> (
-    Signature,
-    BTreeMap<HolderId, SigningCommitments>,
-    SigningPackage,
-) {
-    let mut commitments = BTreeMap::new();
-    let mut public = None;
-    for &i in chosen {
-        let (holder, commitment, p) = commit(&cs[i], kind, id, session).await;
-        assert_eq!(usize::from(holder.get()), i + 1);
-        commitments.insert(holder, commitment);
-        public = Some(p);
-    }
-    let package = SigningPackage::new(kind, &commitments, message).unwrap();
-    let mut shares = BTreeMap::new();
-    for &i in chosen {
-        let (st, body) = sign_round(&cs[i], id, session, &package).await;
-        assert_eq!(st, 200, "{body}");
-        let bytes = B64.decode(body["share"].as_str().unwrap()).unwrap();
-        let share = SignatureShare::decode(kind, &bytes).unwrap();
-        shares.insert(HolderId::new(i as u16 + 1).unwrap(), share);
-    }
-    let signature = threshold::aggregate(&public.unwrap(), &package, &shares).unwrap();
-    (signature, commitments, package)
 }
 
 #[test]
@@ -393,7 +298,7 @@ fn every_kind_signs_and_outside_verifiers_accept_the_signatures() {
     assert!(err.contains("holds no ed25519 private key"), "{err}");
     let err = alice.fails(&["enroll", "--kind", "ed448"]);
     assert!(err.contains("is not a kind"), "{err}");
-    // A secp256k1 secret of zero is no key: the enroller refuses it.
+    // A secp256k1 secret of zero is no key: shardctl refuses it before sending anything.
     let zero = alice.path("zero.hex");
     std::fs::write(&zero, "00".repeat(32)).unwrap();
     let err = alice.fails(&[
@@ -403,7 +308,7 @@ fn every_kind_signs_and_outside_verifiers_accept_the_signatures() {
         "--import",
         zero.to_str().unwrap(),
     ]);
-    assert!(err.contains("invalid_private_key"), "{err}");
+    assert!(err.contains("holds no secp256k1-tr private key"), "{err}");
 }
 
 #[test]
@@ -535,8 +440,70 @@ fn custodians_guard_their_nonces_sessions_and_owners() {
         )
         .await;
         assert_eq!((st, body["reason"].as_str()), (404, Some("not_found")));
-        // Only a user may sign: the enroller's certificate is refused.
-        // (Its role is checked before anything else.)
+        // Deposits of key envelopes (as the enroller makes them): the same one twice is one
+        // row, and a key package of another dealing fails the Feldman check, unsealed and
+        // unstored.
+        let (cert, key) = w.cluster.issue("enroller", "test-dealer").unwrap();
+        let dealer = w
+            .cluster
+            .client(0, w.cluster.client_tls(&cert, &key).unwrap())
+            .unwrap();
+        let mut rng = SeededRng::from_seed(Zeroizing::new([9; 32]));
+        let split = Threshold::new(3, 4).unwrap();
+        let mut ours = deal(kind, split, &mut rng).unwrap();
+        let mut theirs = deal(kind, split, &mut rng).unwrap();
+        let one = HolderId::new(1).unwrap();
+        let owner = testkit::cluster::user_id("alice");
+        let good = KeyEnvelope::new(
+            [0x42; 16],
+            1,
+            ours.key_packages.remove(&one).unwrap(),
+            ours.public.clone(),
+            ours.commitment.clone(),
+        )
+        .unwrap();
+        let deposit = |envelope: &[u8]| json!({ "owner": owner, "envelope": B64.encode(envelope) });
+        let (st, body) = call(&dealer, Method::PUT, "/v1/shards", deposit(&good.encode())).await;
+        assert_eq!(
+            (st, body["already_stored"].as_bool()),
+            (201, Some(false)),
+            "{body}"
+        );
+        let (st, body) = call(&dealer, Method::PUT, "/v1/shards", deposit(&good.encode())).await;
+        assert_eq!(
+            (st, body["already_stored"].as_bool()),
+            (200, Some(true)),
+            "{body}"
+        );
+        let mixed = KeyEnvelope {
+            secret_id: [0x43; 16],
+            key_package: theirs.key_packages.remove(&one).unwrap(),
+            ..good
+        };
+        let (st, body) = call(&dealer, Method::PUT, "/v1/shards", deposit(&mixed.encode())).await;
+        assert_eq!(
+            (st, body["reason"].as_str()),
+            (400, Some("key_package_mismatch")),
+            "{body}"
+        );
+
+        // Only a user may sign: an admin's certificate is refused before anything else.
+        let (cert, key) = w.cluster.issue("admin", "signing-ops").unwrap();
+        let admin = w
+            .cluster
+            .client(0, w.cluster.client_tls(&cert, &key).unwrap())
+            .unwrap();
+        let (st, body) = call(
+            &admin,
+            Method::POST,
+            &format!("/v1/keys/{id}/commit"),
+            json!({ "session": session(5) }),
+        )
+        .await;
+        assert_eq!(
+            (st, body["reason"].as_str()),
+            (403, Some("role_not_allowed"))
+        );
     });
     w.cluster.nodes[0].wait_audit("not_owner", |a| {
         a.event == "commit" && a.reason == "not_owner" && a.secret_id == id

@@ -81,3 +81,19 @@ fn pkcs8(kind: Kind, pem_text: &str) -> Option<Zeroizing<Vec<u8>>> {
         Kind::Secp256k1Tr => None,
     }
 }
+
+/// The public key of the private key `b64` (as [`read_private_key`] gives it), to check the
+/// enroller's signed manifest against: a split whose group key is another would be another
+/// key. The split made here to learn it is dropped (and wiped) at once.
+pub fn public_key(kind: Kind, b64: &str) -> Option<threshold::GroupKey> {
+    let key = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .ok()?,
+    );
+    let split = threshold::Threshold::new(2, 2).ok()?;
+    // The group key does not depend on the polynomial, so any generator does.
+    let mut rng = threshold::SeededRng::from_seed(Zeroizing::new([0; 32]));
+    let dealt = threshold::import(kind, &key, split, &mut rng).ok()?;
+    Some(dealt.public.group_key().clone())
+}

@@ -51,6 +51,16 @@ pub fn enroll(
         (None, Some(path)) => Some(crate::import::read_private_key(path, signing)?),
         (None, None) => None,
     };
+    // What the imported key's public key is, to hold the enroller's answer to.
+    let imported_key = match (signing, import, &secret_b64) {
+        (Some(kind), Some(path), Some(b64)) => Some(
+            crate::import::public_key(kind, b64).ok_or_else(|| CliError::BadImport {
+                path: path.to_owned(),
+                kind: kind.as_str(),
+            })?,
+        ),
+        _ => None,
+    };
     let (login, client) = user_enroller(&config)?;
     let request = Enroll {
         kind: match (signing, secret_file) {
@@ -88,6 +98,9 @@ pub fn enroll(
             signing.is_some_and(|k| k.as_str() == *kind)
                 && threshold::GroupKey::from_text(signing.unwrap_or(threshold::Kind::Ed25519), text)
                     .is_ok_and(|k| k.as_bytes() == group_key.as_slice())
+                && imported_key
+                    .as_ref()
+                    .is_none_or(|k| k.as_bytes() == group_key.as_slice())
         }
         _ => false,
     };

@@ -191,6 +191,19 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
         });
+        #[cfg(feature = "fault-injection")]
+        tracing::warn!(
+            "built with fault injection (tests only): CUSTODIAN_FAULT can make this custodian lie"
+        );
+        // Expired signing sessions lose their nonces on time even when no request comes.
+        let sweeper = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                sweeper.sessions.sweep();
+            }
+        });
         let files = TlsFiles {
             ca: cfg.tls.ca.clone(),
             cert: cfg.tls.cert.clone(),

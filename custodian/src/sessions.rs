@@ -21,6 +21,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(30);
 const REMEMBER: Duration = Duration::from_secs(600);
 /// Open sessions at most, over all owners; round 1 beyond it is refused.
 pub const MAX_OPEN: usize = 4096;
+/// Open sessions at most of one owner, so that one user cannot take every slot.
+pub const MAX_OPEN_PER_OWNER: usize = 256;
 /// Ended session ids remembered at most; the oldest are forgotten first.
 const MAX_ENDED: usize = 65_536;
 
@@ -64,7 +66,7 @@ pub enum Taken {
 pub enum OpenError {
     /// The id is in use (open, or recently ended) for this owner and key.
     Exists,
-    /// [`MAX_OPEN`] sessions are open.
+    /// [`MAX_OPEN`] sessions are open, or [`MAX_OPEN_PER_OWNER`] of this owner.
     Full,
 }
 
@@ -124,7 +126,12 @@ impl Sessions {
         if inner.open.contains_key(&key) || inner.ended.contains_key(&key) {
             return Err(OpenError::Exists);
         }
-        if inner.open.len() >= MAX_OPEN {
+        let mine = inner
+            .open
+            .keys()
+            .filter(|(owner, _, _)| *owner == key.0)
+            .count();
+        if inner.open.len() >= MAX_OPEN || mine >= MAX_OPEN_PER_OWNER {
             return Err(OpenError::Full);
         }
         inner.open.insert(
@@ -155,6 +162,12 @@ impl Sessions {
             Some((_, Ended::Expired)) => Taken::Expired,
             None => Taken::Unknown,
         }
+    }
+
+    /// Drops the nonces of every session past its deadline (the server runs this every
+    /// two seconds, so nonces never outlive their deadline by much, requests or not).
+    pub fn sweep(&self) {
+        self.lock().sweep(Instant::now());
     }
 
     /// Sessions open now.
@@ -208,6 +221,38 @@ mod tests {
         s.lock().open.get_mut(&key(1)).unwrap().deadline = Instant::now();
         assert!(matches!(s.take(&key(1)), Taken::Expired));
         assert_eq!(s.open_count(), 0);
+    }
+
+    #[test]
+    fn one_owner_cannot_take_every_slot() {
+        let s = Sessions::default();
+        for n in 0..MAX_OPEN_PER_OWNER {
+            let (k, no, c) = round1(1);
+            let mut id = key(0);
+            id.2[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            s.open(id, k, no, c, 1).unwrap();
+        }
+        let (k, no, c) = round1(1);
+        let mut id = key(0);
+        id.2 = [0xff; 16];
+        assert_eq!(
+            s.open(id.clone(), k, no, c, 1).unwrap_err(),
+            OpenError::Full
+        );
+        let (k, no, c) = round1(1);
+        id.0 = "spiffe://t/user/b".into();
+        s.open(id, k, no, c, 1).unwrap();
+    }
+
+    #[test]
+    fn sweeping_drops_expired_nonces_without_a_request() {
+        let s = Sessions::default();
+        let (k, n, c) = round1(1);
+        s.open(key(1), k, n, c, 1).unwrap();
+        s.lock().open.get_mut(&key(1)).unwrap().deadline = Instant::now();
+        s.sweep();
+        assert_eq!(s.open_count(), 0);
+        assert!(matches!(s.take(&key(1)), Taken::Expired));
     }
 
     #[test]

@@ -25,9 +25,6 @@
 //! verifying share: `threshold::PublicKeyPackage::holder_digests`), so that a coordinator
 //! can check the public key package a custodian answers.
 //!
-//! ```text
-//! ```
-//!
 //! A signed manifest is `u32 BE length || canonical bytes || 64-byte r||s signature`.
 
 use p256::ecdsa::signature::hazmat::PrehashVerifier;

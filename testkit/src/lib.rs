@@ -34,6 +34,7 @@ pub mod custodian;
 pub mod device;
 pub mod enroller;
 pub mod envelope;
+pub mod figures;
 pub mod handshake;
 pub mod http;
 pub mod net;
@@ -41,6 +42,7 @@ pub mod pki;
 pub mod process;
 pub mod scan;
 pub mod shardctl;
+pub mod signing;
 pub mod totp;
 
 pub use bins::Bins;

@@ -193,17 +193,23 @@ pub(crate) async fn refuse(
     index: i64,
     err: ApiError,
 ) -> ApiError {
+    refuse_with(s, peer, what, secret, index, String::new(), err).await
+}
+
+/// [`refuse`], with the audit row's detail (a signing session's id).
+pub(crate) async fn refuse_with(
+    s: &AppState,
+    peer: &Peer,
+    what: &'static str,
+    secret: &str,
+    index: i64,
+    detail: String,
+    err: ApiError,
+) -> ApiError {
     tracing::warn!(peer = %peer.0, op = what, secret_id = secret, reason = err.reason.as_str(), status = err.status.as_u16(), "refused");
-    s.journal
-        .record(event(
-            peer,
-            what,
-            secret,
-            index,
-            "refused",
-            err.reason.as_str(),
-        ))
-        .await;
+    let mut row = event(peer, what, secret, index, "refused", err.reason.as_str());
+    row.detail = detail;
+    s.journal.record(row).await;
     err
 }
 

@@ -104,7 +104,13 @@ struct Deposited {
 fn decode_deposit(raw: &[u8]) -> Result<Deposited, ApiError> {
     if threshold::is_key_envelope(raw) {
         let key = threshold::KeyEnvelope::decode(raw).map_err(|e| match e {
-            threshold::Error::ShareMismatch => ApiError::bad(Reason::KeyPackageMismatch),
+            // Decoded parts that do not agree (another dealing's package, another kind,
+            // holder or holder set) are a mismatch; bytes that do not decode are not an
+            // envelope.
+            threshold::Error::ShareMismatch
+            | threshold::Error::KindMismatch { .. }
+            | threshold::Error::InvalidHolder(_)
+            | threshold::Error::Participants(_) => ApiError::bad(Reason::KeyPackageMismatch),
             _ => ApiError::bad(Reason::InvalidEnvelope),
         })?;
         // Invariant: a key has at most MAX_HOLDERS (16) holders, so a holder fits in u8.

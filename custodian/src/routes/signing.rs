@@ -25,7 +25,8 @@ use wire::Reason;
 
 use super::shards::{unseal_owned, Want};
 use super::{
-    device_error, event, parse_id, refuse, require, ApiError, AppState, Peer, Shared, B64,
+    device_error, event, parse_id, refuse, refuse_with, require, ApiError, AppState, Peer, Shared,
+    B64,
 };
 use crate::sessions::{OpenError, SessionKey, Taken};
 
@@ -65,15 +66,32 @@ async fn start<T>(
     }
 }
 
-/// A fresh generator for one commitment, seeded from the operating system.
-fn fresh_rng() -> Result<SeededRng, ApiError> {
+/// A fresh generator for one commitment: SHA-256 over 32 bytes of the operating system's
+/// randomness, the session, a counter of this process and the time. The OS randomness is
+/// what makes the nonces secret; the rest makes two commitments differ even if a restored
+/// snapshot of this machine repeated its generator's output.
+fn fresh_rng(session: &[u8; 16]) -> Result<SeededRng, ApiError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut os = Zeroizing::new([0u8; 32]);
+    shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut *os).map_err(|e| {
+        tracing::error!(error = %e, "operating system random generator failed");
+        ApiError::ours(Reason::Internal)
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(b"shard-custodians/commit-seed/v1\0");
+    h.update(os.as_slice());
+    h.update(session);
+    h.update(
+        COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes(),
+    );
+    h.update(now.to_be_bytes());
     let mut seed = Zeroizing::new([0u8; 32]);
-    shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut *seed).map_err(
-        |e| {
-            tracing::error!(error = %e, "operating system random generator failed");
-            ApiError::ours(Reason::Internal)
-        },
-    )?;
+    seed.copy_from_slice(&h.finalize());
     Ok(SeededRng::from_seed(seed))
 }
 
@@ -93,8 +111,9 @@ pub(crate) async fn commit(
             return Err(refuse(&s, &peer, "commit", &sid, index, device_error(&e)).await);
         }
     };
-    // The sealed context binds id, holder and epoch; the envelope must agree.
-    let key = match KeyEnvelope::decode(&bytes) {
+    // The sealed context binds id, holder and epoch; the envelope must agree. Its Feldman
+    // check ran before it was sealed, and the device has just authenticated it.
+    let key = match KeyEnvelope::decode_sealed(&bytes) {
         Ok(key)
             if key.secret_id == *id.as_bytes()
                 && key.epoch == found.epoch
@@ -109,7 +128,7 @@ pub(crate) async fn commit(
         }
     };
     drop(bytes);
-    let mut rng = fresh_rng()?;
+    let mut rng = fresh_rng(&session)?;
     let (nonces, commitments) = threshold::commit(&key.key_package, &mut rng).map_err(|e| {
         tracing::error!(error = %e, secret_id = %sid, "commit failed");
         ApiError::ours(Reason::Internal)
@@ -174,7 +193,8 @@ pub(crate) async fn sign(
                 _ => (StatusCode::NOT_FOUND, Reason::SessionUnknown),
             };
             let e = ApiError::new(status, reason);
-            return Err(refuse(&s, &peer, "sign", &sid, -1, e).await);
+            let detail = format!("session={session_hex}");
+            return Err(refuse_with(&s, &peer, "sign", &sid, -1, detail, e).await);
         }
     };
     let holder = open.key.holder().get();
@@ -187,7 +207,8 @@ pub(crate) async fn sign(
         Some(p) => p,
         None => {
             let e = ApiError::bad(Reason::InvalidSigningPackage);
-            return Err(refuse(&s, &peer, "sign", &sid, index, e).await);
+            let detail = format!("session={session_hex}");
+            return Err(refuse_with(&s, &peer, "sign", &sid, index, detail, e).await);
         }
     };
     let digest = hex::encode(Sha256::digest(package.message()));
@@ -201,7 +222,8 @@ pub(crate) async fn sign(
                 _ => Reason::InvalidSigningPackage,
             };
             let e = ApiError::bad(reason);
-            return Err(refuse(&s, &peer, "sign", &sid, index, e).await);
+            let detail = format!("session={session_hex}");
+            return Err(refuse_with(&s, &peer, "sign", &sid, index, detail, e).await);
         }
     };
     drop(key);

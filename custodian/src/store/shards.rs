@@ -20,8 +20,9 @@ pub struct NewShard {
     pub owner: String,
     /// The sealed blob.
     pub blob: Vec<u8>,
-    /// SHA-256 of the deposited envelope (which holds a 32-byte random salt, so the
-    /// digest reveals nothing), to recognise a repeated deposit without unsealing.
+    /// SHA-256 of the deposited envelope, to recognise a repeated deposit without
+    /// unsealing. A shard envelope holds a 32-byte random salt and a key envelope a
+    /// full-entropy signing share, so the digest reveals nothing.
     pub digest: [u8; 32],
     /// Key version that sealed it.
     pub key_version: u32,
