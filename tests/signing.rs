@@ -504,6 +504,10 @@ fn custodians_guard_their_nonces_sessions_and_owners() {
             (st, body["reason"].as_str()),
             (403, Some("role_not_allowed"))
         );
+        // The admin's listing tells a signing key's package from a shard, without bytes.
+        let listed = admin.list(None, 100).await.unwrap();
+        let row = listed.shards.iter().find(|r| r.secret_id == id).unwrap();
+        assert_eq!((row.kind.as_str(), row.index), ("ed25519", 1));
     });
     w.cluster.nodes[0].wait_audit("not_owner", |a| {
         a.event == "commit" && a.reason == "not_owner" && a.secret_id == id

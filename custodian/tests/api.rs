@@ -308,6 +308,7 @@ async fn admin_listing_pages_metadata_and_never_bytes() {
                     "epoch",
                     "index",
                     "key_version",
+                    "kind",
                     "owner",
                     "sealed_size",
                     "secret_id",

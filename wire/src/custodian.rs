@@ -199,6 +199,13 @@ pub struct ShardInfo {
     pub key_version: u32,
     /// Unix seconds.
     pub created_at: i64,
+    /// `shard`, or the kind of a threshold-signing key's package (`ed25519`, ...).
+    #[serde(default = "shard_kind")]
+    pub kind: String,
+}
+
+fn shard_kind() -> String {
+    "shard".into()
 }
 
 /// Round 1 of threshold signing with the caller's key (the owner's certificate): the

@@ -228,7 +228,7 @@ impl Store {
         self.with_reader(|c| {
             let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
             let mut stmt = c.prepare_cached(
-                "SELECT secret_id, epoch, idx, owner, size, length(blob), key_version, created_at FROM shards
+                "SELECT secret_id, epoch, idx, owner, size, length(blob), key_version, created_at, kind FROM shards
                  WHERE secret_id > ?1 ORDER BY secret_id, epoch LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
@@ -242,6 +242,7 @@ impl Store {
                     sealed_size: r.get(5)?,
                     key_version: r.get(6)?,
                     created_at: r.get(7)?,
+                    kind: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
