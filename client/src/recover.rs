@@ -37,13 +37,13 @@ pub fn recover(
         return Err(CliError::InvalidDeadline(deadline_ms));
     }
     check_out(out)?;
-    let config = ctx.config()?;
-    let key = manifests::pinned_key(&config)?;
-    let login = Login::load(&config)?;
-    login.require_fresh()?;
-    let tls = net::tls(&config, &Caller::User(&login))?;
-    let mut report = Report::default();
-    let signed = manifest(ctx, &config, &key, &login, &tls, &secret_id, &mut report)?;
+    let Owned {
+        config,
+        login,
+        tls,
+        signed,
+        mut report,
+    } = owned(ctx, &secret_id)?;
     let manifest = signed.unverified();
     if let SecretKind::Signing { kind, .. } = &manifest.kind {
         return Err(CliError::SigningKeyNotRecoverable {
@@ -130,6 +130,34 @@ pub fn recover(
     Ok(report)
 }
 
+/// What a command on one of the user's secrets starts with: the configuration, a fresh
+/// login and its TLS configuration, and the secret's verified manifest.
+pub(crate) struct Owned {
+    pub config: Config,
+    pub login: Login,
+    pub tls: Arc<certs::rustls::ClientConfig>,
+    pub signed: SignedManifest,
+    /// Warnings met on the way (an ignored cached manifest).
+    pub report: Report,
+}
+
+pub(crate) fn owned(ctx: &Ctx, secret_id: &SecretId) -> Result<Owned, CliError> {
+    let config = ctx.config()?;
+    let key = manifests::pinned_key(&config)?;
+    let login = Login::load(&config)?;
+    login.require_fresh()?;
+    let tls = net::tls(&config, &Caller::User(&login))?;
+    let mut report = Report::default();
+    let signed = manifest(ctx, &config, &key, &login, &tls, secret_id, &mut report)?;
+    Ok(Owned {
+        config,
+        login,
+        tls,
+        signed,
+        report,
+    })
+}
+
 /// Refuses an `--out` that exists or whose directory does not, before anything is asked
 /// of a service; the final create-new write is what really guarantees it.
 pub(crate) fn check_out(out: &Path) -> Result<(), CliError> {
@@ -151,7 +179,7 @@ fn json_line(v: &serde_json::Value) -> String {
 }
 
 /// The verified manifest of `secret_id`: the cached copy, else the enroller's (cached then).
-pub(crate) fn manifest(
+fn manifest(
     ctx: &Ctx,
     config: &Config,
     key: &p256::ecdsa::VerifyingKey,

@@ -15,24 +15,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use mtls::{Client as CustodianClient, Error as ClientError};
+use mtls::{Client as CustodianClient, Committed as CommitAnswer, Error as ClientError};
 use serde_json::json;
 use shard::{Manifest, SecretId, SecretKind};
 use threshold::{
     GroupKey, HolderId, Kind, PublicKeyPackage, SignatureShare, SigningCommitments, SigningPackage,
 };
-use wire::custodian::{Commit, CommitResponse, Sign, SignResponse};
 
 use crate::config::Config;
 use crate::error::CliError;
-use crate::net::{self, Caller};
+use crate::net;
 use crate::outcome::{Outcome, MAX_DEADLINE_MS};
 use crate::session::Login;
-use crate::{manifests, Ctx, Report};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use crate::{Ctx, Report};
 
 /// The largest message `shardctl sign` takes (it travels to every signer in round 2).
 pub const MAX_MESSAGE: u64 = 64 * 1024;
@@ -71,14 +67,13 @@ fn setup(ctx: &Ctx, secret_id: &str) -> Result<Setup, CliError> {
     let secret_id: SecretId = secret_id
         .parse()
         .map_err(|_| CliError::InvalidSecretId(secret_id.to_owned()))?;
-    let config = ctx.config()?;
-    let key = manifests::pinned_key(&config)?;
-    let login = Login::load(&config)?;
-    login.require_fresh()?;
-    let tls = net::tls(&config, &Caller::User(&login))?;
-    let mut report = Report::default();
-    let signed =
-        crate::recover::manifest(ctx, &config, &key, &login, &tls, &secret_id, &mut report)?;
+    let crate::recover::Owned {
+        config,
+        login,
+        tls,
+        signed,
+        report,
+    } = crate::recover::owned(ctx, &secret_id)?;
     let manifest = signed.unverified().clone();
     let (kind, group_key) = signing_key(&manifest)?;
     Ok(Setup {
@@ -294,7 +289,7 @@ impl Coordinator<'_> {
 
     /// Checks a round-1 answer against the manifest: the holder is the one the manifest
     /// gives this custodian, and the public key package is the manifest's.
-    fn check_commit(&self, index: usize, answer: &CommitResponse) -> Result<Committed, String> {
+    fn check_commit(&self, index: usize, answer: &CommitAnswer) -> Result<Committed, String> {
         let expected = index + 1;
         if usize::from(answer.holder) != expected {
             return Err(format!(
@@ -308,11 +303,7 @@ impl Coordinator<'_> {
                 answer.kind, answer.epoch, self.kind, self.manifest.epoch
             ));
         }
-        let decode = |b64: &str| {
-            B64.decode(b64.as_bytes())
-                .map_err(|_| "an answer that is not base64".to_owned())
-        };
-        let public = PublicKeyPackage::decode(self.kind, &decode(&answer.public)?)
+        let public = PublicKeyPackage::decode(self.kind, &answer.public)
             .map_err(|e| format!("a public key package that does not decode ({e})"))?;
         let digests = public
             .holder_digests()
@@ -325,7 +316,7 @@ impl Coordinator<'_> {
         {
             return Err("a public key package that is not the one the manifest names".into());
         }
-        let commitments = SigningCommitments::decode(self.kind, &decode(&answer.commitments)?)
+        let commitments = SigningCommitments::decode(self.kind, &answer.commitments)
             .map_err(|e| format!("commitments that do not decode ({e})"))?;
         let holder = HolderId::new(answer.holder).map_err(|e| e.to_string())?;
         Ok(Committed {
@@ -356,11 +347,8 @@ impl Coordinator<'_> {
             let mut pending: FuturesUnordered<_> = clients
                 .iter()
                 .map(|(i, client)| {
-                    let request = Commit {
-                        secret_id: self.manifest.secret_id.to_string(),
-                        session: session.clone(),
-                    };
-                    async move { (*i, client.call(&request).await, started.elapsed()) }
+                    let (id, session) = (&self.manifest.secret_id, &session);
+                    async move { (*i, client.commit(id, session).await, started.elapsed()) }
                 })
                 .collect();
             let mut committed: Vec<Committed> = Vec::new();
@@ -403,22 +391,17 @@ impl Coordinator<'_> {
                 .collect();
             let package = SigningPackage::new(self.kind, &chosen, message)
                 .map_err(|e| CliError::Sign(e.to_string()))?;
-            let package_b64 = B64.encode(package.as_bytes());
             // Round 2: exactly the chosen t.
             let by_index: BTreeMap<usize, &CustodianClient> =
                 clients.iter().map(|(i, c)| (*i, c)).collect();
             let mut pending: FuturesUnordered<_> = committed
                 .iter()
                 .map(|c| {
-                    let request = Sign {
-                        secret_id: self.manifest.secret_id.to_string(),
-                        session: session.clone(),
-                        package: package_b64.clone(),
-                    };
                     let client = by_index[&c.index];
                     let (index, holder) = (c.index, c.holder);
+                    let (id, session, package) = (&self.manifest.secret_id, &session, &package);
                     async move {
-                        let r: Result<SignResponse, ClientError> = client.call(&request).await;
+                        let r = client.sign(id, session, package.as_bytes()).await;
                         (index, holder, r, started.elapsed())
                     }
                 })
@@ -430,9 +413,8 @@ impl Coordinator<'_> {
                 match result {
                     Ok(answer) => {
                         let share = (answer.holder == holder.get())
-                            .then(|| B64.decode(answer.share.as_bytes()).ok())
-                            .flatten()
-                            .and_then(|b| SignatureShare::decode(self.kind, &b).ok());
+                            .then(|| SignatureShare::decode(self.kind, &answer.share).ok())
+                            .flatten();
                         match share {
                             Some(share) => {
                                 shares.insert(holder, share);

@@ -24,8 +24,8 @@ use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
 use wire::custodian::{
-    Delete, DeleteResponse, Deposit, DepositResponse, Health, HealthResponse, List, ListResponse,
-    Release,
+    Commit, Delete, DeleteResponse, Deposit, DepositResponse, Health, HealthResponse, List,
+    ListResponse, Release, Sign,
 };
 use wire::{Answer, Refusal, Request};
 
@@ -117,6 +117,31 @@ pub struct Client {
     expected: Option<SpiffeId>,
     deadline: Duration,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+/// A custodian's answer to round 1 of threshold signing, its base64 decoded.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The epoch of the key package that committed.
+    pub epoch: u32,
+    /// The custodian's holder number in the key.
+    pub holder: u16,
+    /// The key kind's wire name.
+    pub kind: String,
+    /// The signing commitments (FROST's encoding).
+    pub commitments: Vec<u8>,
+    /// The key's public key package (FROST's encoding).
+    pub public: Vec<u8>,
+}
+
+/// A custodian's answer to round 2: its holder number and signature share (FROST's
+/// encoding).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The custodian's holder number.
+    pub holder: u16,
+    /// The signature share.
+    pub share: Vec<u8>,
 }
 
 /// A released shard.
@@ -326,6 +351,55 @@ impl Client {
             epoch: r.epoch,
             index: r.index,
             envelope,
+        })
+    }
+
+    /// Round 1 of threshold signing with the caller's key `secret_id` under `session` (32
+    /// hex digits; the owner's certificate).
+    pub async fn commit(
+        &self,
+        secret_id: &shard::SecretId,
+        session: &str,
+    ) -> Result<Committed, Error> {
+        let r = self
+            .call(&Commit {
+                secret_id: secret_id.to_string(),
+                session: session.to_owned(),
+            })
+            .await?;
+        Ok(Committed {
+            epoch: r.epoch,
+            holder: r.holder,
+            kind: r.kind,
+            commitments: self.base64(&r.commitments)?,
+            public: self.base64(&r.public)?,
+        })
+    }
+
+    /// Round 2 of threshold signing: the signing package (FROST's encoding) for `session`.
+    pub async fn sign(
+        &self,
+        secret_id: &shard::SecretId,
+        session: &str,
+        package: &[u8],
+    ) -> Result<Signed, Error> {
+        let r = self
+            .call(&Sign {
+                secret_id: secret_id.to_string(),
+                session: session.to_owned(),
+                package: B64.encode(package),
+            })
+            .await?;
+        Ok(Signed {
+            holder: r.holder,
+            share: self.base64(&r.share)?,
+        })
+    }
+
+    fn base64(&self, text: &str) -> Result<Vec<u8>, Error> {
+        B64.decode(text.as_bytes()).map_err(|e| Error::Decode {
+            addr: self.addr,
+            reason: error_chain(&e),
         })
     }
 

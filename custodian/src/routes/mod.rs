@@ -213,6 +213,20 @@ pub(crate) async fn refuse_with(
     err
 }
 
+/// A JSON body, or its refusal: 413 for one over the body limit (which surfaces here as a
+/// JSON rejection, not as a response the middleware could rewrite), 400 for any other.
+pub(crate) fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(req)| req).map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge)
+        } else {
+            ApiError::bad(Reason::InvalidBody)
+        }
+    })
+}
+
 pub(crate) fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<(), ApiError> {
     if peer.0.trust_domain() != &s.trust_domain {
         return Err(ApiError::new(

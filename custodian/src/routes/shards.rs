@@ -20,8 +20,8 @@ use wire::Reason;
 use zeroize::Zeroizing;
 
 use super::{
-    blocking, ctx, device_error, event, parse_id, refuse, require, ApiError, AppState, Peer,
-    Shared, B64,
+    blocking, ctx, device_error, event, json_body, parse_id, refuse, require, ApiError, AppState,
+    Peer, Shared, B64,
 };
 use crate::store::{DepositOutcome, NewShard};
 
@@ -143,15 +143,7 @@ fn check_deposit(
     body: Result<Json<Deposit>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(SpiffeId, Zeroizing<Vec<u8>>, Deposited), ApiError> {
     require(s, peer, &[Role::Enroller])?;
-    let Json(req) = body.map_err(|rejection| {
-        // The body limit surfaces here as a JSON rejection, not as a response the
-        // middleware could rewrite: keep its 413.
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge)
-        } else {
-            ApiError::bad(Reason::InvalidBody)
-        }
-    })?;
+    let req = json_body(body)?;
     let owner = match req.owner.parse::<SpiffeId>() {
         Ok(o) if o.role() == Role::User && o.trust_domain() == &s.trust_domain => o,
         _ => return Err(ApiError::bad(Reason::InvalidOwner)),

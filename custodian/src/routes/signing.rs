@@ -25,8 +25,8 @@ use wire::Reason;
 
 use super::shards::{unseal_owned, Want};
 use super::{
-    device_error, event, parse_id, refuse, refuse_with, require, ApiError, AppState, Peer, Shared,
-    B64,
+    device_error, event, json_body, parse_id, refuse, refuse_with, require, ApiError, AppState,
+    Peer, Shared, B64,
 };
 use crate::sessions::{OpenError, SessionKey, Taken};
 
@@ -46,13 +46,7 @@ async fn start<T>(
     };
     let sid = id.to_string();
     let checked = require(s, peer, &[Role::User]).and_then(|()| {
-        let Json(req) = body.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Reason::BodyTooLarge)
-            } else {
-                ApiError::bad(Reason::InvalidBody)
-            }
-        })?;
+        let req = json_body(body)?;
         let mut id = [0u8; 16];
         let text = session(&req);
         if text.len() != 32 || hex::decode_to_slice(text, &mut id).is_err() {
