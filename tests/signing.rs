@@ -658,3 +658,320 @@ fn signing_with_custodians_down_hung_and_lying() {
     }
     assert_eq!(seen.len(), 300);
 }
+
+/// Enrolls a key of `kind` born distributed (`--dkg`) and checks what `pubkey` says.
+fn enroll_dkg(user: &User, kind: Kind) -> (String, String) {
+    let e = user.json(&["enroll", "--kind", kind.as_str(), "--dkg"]);
+    assert_eq!(e["kind"], kind.as_str(), "{e}");
+    let id = e["secret_id"].as_str().unwrap().to_owned();
+    let public = e["public_key"].as_str().unwrap().to_owned();
+    let p = user.json(&["pubkey", &id]);
+    assert_eq!(p["public_key"], public.as_str(), "{p}");
+    GroupKey::from_text(kind, &public).unwrap();
+    (id, public)
+}
+
+/// The DKG's peer list as a coordinator sends it: holder `i + 1` is custodian `i`, at
+/// `addresses[i]`.
+fn peers_json(w: &testkit::shardctl::World, addresses: &[std::net::SocketAddr]) -> Value {
+    w.cluster
+        .nodes
+        .iter()
+        .zip(addresses)
+        .enumerate()
+        .map(|(i, (n, addr))| {
+            json!({
+                "holder": i + 1,
+                "name": n.name,
+                "address": addr.to_string(),
+                "server_name": addr.ip().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A gauge or counter of custodian `i`'s plain metrics.
+fn metric_of(w: &testkit::shardctl::World, i: usize, sample: &str) -> f64 {
+    let r = testkit::http::get_plain(w.cluster.nodes[i].health, "/metrics").unwrap();
+    testkit::http::metric(&r.text(), sample)
+}
+
+#[test]
+fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
+    let mut w = world();
+    let alice = w.logged_in("alice");
+    let owner = testkit::cluster::user_id("alice");
+    let message = alice.path("message.txt");
+    std::fs::write(&message, b"born distributed\n").unwrap();
+    let text = std::fs::read(&message).unwrap();
+
+    // Every kind: the custodians make the key, each seals its package, and the key signs;
+    // the outside verifiers accept the signatures.
+    for kind in Kind::ALL {
+        let (id, public) = enroll_dkg(&alice, kind);
+        let (run, signature) = sign(&alice, &id, &message, &format!("dkg-{kind}.sig"));
+        assert_eq!(signed_by(&run).len(), 3, "{run}");
+        let group_key = GroupKey::from_text(kind, &public).unwrap();
+        group_key
+            .verify(&text, &Signature::decode(kind, &signature).unwrap())
+            .unwrap();
+        match kind {
+            Kind::Ed25519 => {
+                let pem = alice.path("dkg-ed25519.pub.pem");
+                std::fs::write(&pem, &public).unwrap();
+                assert!(openssl_verifies(
+                    &pem,
+                    &message,
+                    &alice.path("dkg-ed25519.sig")
+                ));
+            }
+            Kind::Secp256k1Tr => assert!(libsecp256k1_verifies(&public, &text, &signature)),
+            Kind::P256Schnorr => assert_eq!(signature.len(), 65),
+        }
+        // Every custodian stored its package under an audit row of the DKG, and refuses to
+        // release it.
+        for (i, node) in w.cluster.nodes.iter().enumerate() {
+            let row = node.wait_audit("dkg_finish", |a| {
+                a.event == "dkg_finish" && a.secret_id == id
+            });
+            assert_eq!(row.outcome, "ok");
+            assert_eq!(row.idx, i as i64 + 1);
+            assert!(
+                row.detail.starts_with(&format!("kind={kind} transcript=")),
+                "{}",
+                row.detail
+            );
+        }
+        let err = alice.fails(&["recover", &id, "--out", alice.path("k").to_str().unwrap()]);
+        assert!(err.contains("never leaves its custodians"), "{err}");
+    }
+    // Nothing of the DKGs is left in memory anywhere.
+    for i in 0..4 {
+        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0);
+    }
+    // --dkg is for signing kinds only, and not with --import.
+    let err = alice.fails(&["enroll", "--dkg", "--kind", "p256"]);
+    assert!(err.contains("--dkg needs a signing --kind"), "{err}");
+
+    // The test is now a coordinator (the enroller's certificate), speaking the DKG itself.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tls_of = |role: &str, name: &str| {
+        let pki = &w.cluster.pki;
+        w.cluster
+            .client_tls(
+                &pki.join(format!("{role}-{name}.pem")),
+                &pki.join(format!("{role}-{name}.key")),
+            )
+            .unwrap()
+    };
+    let coordinator = w.cluster.clients(&tls_of("enroller", "main"));
+    let addresses: Vec<_> = w.cluster.nodes.iter().map(|n| n.addr).collect();
+    rt.block_on(async {
+        let id = "0123456789abcdef0123456789abcdef";
+        let r1 = format!("/v1/dkg/{id}/round1");
+        let r2 = format!("/v1/dkg/{id}/round2");
+        let fin = format!("/v1/dkg/{id}/finish");
+        let good = peers_json(&w, &addresses);
+        let body =
+            json!({ "owner": owner, "kind": "ed25519", "t": 3, "n": 4, "epoch": 1, "peers": good });
+
+        // Steps out of order, bad parameters and other callers are typed refusals.
+        let (st, b) = call(&coordinator[0], Method::POST, &r2, json!({ "round1": [] })).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (404, Some("dkg_unknown")),
+            "{b}"
+        );
+        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (404, Some("dkg_unknown")),
+            "{b}"
+        );
+        let mut bad = body.clone();
+        bad["t"] = json!(5);
+        let (st, b) = call(&coordinator[0], Method::POST, &r1, bad).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (400, Some("invalid_dkg")),
+            "{b}"
+        );
+        let mut bad = body.clone();
+        bad["kind"] = json!("p256");
+        let (st, b) = call(&coordinator[0], Method::POST, &r1, bad).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (400, Some("invalid_dkg")),
+            "{b}"
+        );
+        let user = clients_of(&w, &alice);
+        let (st, b) = call(&user[0], Method::POST, &r1, body.clone()).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (403, Some("role_not_allowed")),
+            "{b}"
+        );
+
+        // Round 1 everywhere; repeated, it answers the same package; changed, it is refused.
+        let mut packages = Vec::new();
+        for (i, c) in coordinator.iter().enumerate() {
+            let (st, b) = call(c, Method::POST, &r1, body.clone()).await;
+            assert_eq!(st, 200, "{b}");
+            assert_eq!(b["holder"], i + 1);
+            let (_, again) = call(c, Method::POST, &r1, body.clone()).await;
+            assert_eq!(again["package"], b["package"]);
+            packages.push(json!({ "holder": i + 1, "package": b["package"] }));
+        }
+        let mut changed = body.clone();
+        changed["epoch"] = json!(2);
+        let (st, b) = call(&coordinator[0], Method::POST, &r1, changed).await;
+        assert_eq!((st, b["reason"].as_str()), (409, Some("dkg_exists")), "{b}");
+        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (409, Some("dkg_out_of_order")),
+            "{b}"
+        );
+
+        // The peer channel takes only the custodian named for the sending holder.
+        let peer_path = format!("/v1/peer/dkg/{id}");
+        let package =
+            json!({ "from": 2, "to": 1, "transcript": B64.encode([0u8; 32]), "package": "AAAA" });
+        for (who, reason) in [
+            (tls_of("enroller", "main"), "role_not_allowed"),
+            (tls_of("custodian", "c3"), "not_the_peer"),
+        ] {
+            let c = w.cluster.client(0, who).unwrap();
+            let (st, b) = call(&c, Method::PUT, &peer_path, package.clone()).await;
+            assert_eq!((st / 100, b["reason"].as_str()), (4, Some(reason)), "{b}");
+        }
+        let c2_at_c1 = w.cluster.client(0, tls_of("custodian", "c2")).unwrap();
+        let (st, b) = call(&c2_at_c1, Method::PUT, &peer_path, package.clone()).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (400, Some("invalid_round2_package")),
+            "{b}"
+        );
+        let other = format!("/v1/peer/dkg/{}", "f".repeat(32));
+        let (st, b) = call(&c2_at_c1, Method::PUT, &other, package.clone()).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (404, Some("dkg_unknown")),
+            "{b}"
+        );
+
+        // A relayed set that alters c1's own round-1 package ends the DKG at c1.
+        let mut altered = packages.clone();
+        altered[0]["package"] = packages[1]["package"].clone();
+        let (st, b) = call(
+            &coordinator[0],
+            Method::POST,
+            &r2,
+            json!({ "round1": altered }),
+        )
+        .await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (400, Some("invalid_round1_package")),
+            "{b}"
+        );
+        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (404, Some("dkg_unknown")),
+            "{b}"
+        );
+        for c in &coordinator {
+            c.delete(&id.parse().unwrap(), None).await.ok();
+        }
+
+        // A misrouting coordinator: c1 is told holder 2 (c2) is at c3's address. c1's peer
+        // channel sees c3's certificate, not c2's, and sends nothing there.
+        let id = "fedcba9876543210fedcba9876543210";
+        let mut misrouted = addresses.clone();
+        misrouted[1] = addresses[2];
+        let body = json!({
+            "owner": owner, "kind": "ed25519", "t": 3, "n": 4, "epoch": 1,
+            "peers": peers_json(&w, &misrouted),
+        });
+        let mut packages = Vec::new();
+        for (i, c) in coordinator.iter().enumerate() {
+            let (st, b) = call(
+                c,
+                Method::POST,
+                &format!("/v1/dkg/{id}/round1"),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(st, 200, "{b}");
+            packages.push(json!({ "holder": i + 1, "package": b["package"] }));
+        }
+        let peer_dkg_at_c3 = |status: u16| {
+            metric_of(
+                &w,
+                2,
+                &format!("custodian_requests_total{{route=\"peer_dkg\",status=\"{status}\"}}"),
+            )
+        };
+        let before = peer_dkg_at_c3(201);
+        let (st, b) = call(
+            &coordinator[0],
+            Method::POST,
+            &format!("/v1/dkg/{id}/round2"),
+            json!({ "round1": packages }),
+        )
+        .await;
+        assert_eq!(
+            (st, b["reason"].as_str()),
+            (502, Some("peer_wrong_identity")),
+            "{b}"
+        );
+        // c3 took exactly the one package meant for it (holder 3), not holder 2's.
+        assert_eq!(peer_dkg_at_c3(201) - before, 1.0);
+        assert_eq!(
+            peer_dkg_at_c3(400) + peer_dkg_at_c3(403) + peer_dkg_at_c3(409),
+            0.0
+        );
+        let audit = w.cluster.nodes[0].wait_audit("dkg_round2", |a| {
+            a.event == "dkg_round2" && a.secret_id == id
+        });
+        assert_eq!(
+            (audit.reason.as_str(), audit.detail.as_str()),
+            ("peer_wrong_identity", "peer=c2")
+        );
+        // Deleting aborts the DKG everywhere; nothing is left in memory or on disk.
+        for c in &coordinator {
+            c.delete(&id.parse().unwrap(), None).await.ok();
+        }
+    });
+    for i in 0..4 {
+        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
+    }
+
+    // A DKG with one custodian down fails cleanly, naming it, and leaves no key package
+    // (and no DKG state) behind anywhere.
+    let stored_before: Vec<Vec<String>> = (0..3)
+        .map(|i| rt.block_on(w.cluster.shards_of(i, &owner)))
+        .collect();
+    w.cluster.nodes[3].kill9();
+    let run = alice.run(&["--json", "enroll", "--kind", "ed25519", "--dkg"]);
+    assert!(!run.status.success());
+    let err: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(err["error"], "enroll_failed", "{err}");
+    assert_eq!(
+        err["custodians"],
+        json!([{ "name": "c4", "reason": "unreachable" }]),
+        "{err}"
+    );
+    for (i, before) in stored_before.iter().enumerate() {
+        assert_eq!(
+            &rt.block_on(w.cluster.shards_of(i, &owner)),
+            before,
+            "c{}",
+            i + 1
+        );
+        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
+    }
+    w.cluster.nodes[3].start().unwrap();
+    w.cluster.wait_ready(3).unwrap();
+}

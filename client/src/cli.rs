@@ -75,6 +75,10 @@ pub enum Command {
         /// PKCS#8 PEM for ed25519 and p256-schnorr, or the 32 bytes (raw or 64 hex digits).
         #[arg(long, value_name = "FILE", requires = "kind")]
         import: Option<PathBuf>,
+        /// With a signing --kind: the custodians make the key among themselves (FROST's
+        /// distributed key generation); no machine, the enroller included, ever holds it.
+        #[arg(long, requires = "kind", conflicts_with_all = ["import", "secret_file"])]
+        dkg: bool,
     },
 
     /// List your escrowed secrets.

@@ -278,6 +278,8 @@ pub enum CliError {
     InvalidKind(String),
     /// `--import` without a signing `--kind`.
     ImportNeedsKind,
+    /// `--dkg` without a signing `--kind`.
+    DkgNeedsKind,
     /// The `--import` file holds no private key of the kind in a form we read.
     BadImport {
         /// The file.
@@ -629,6 +631,11 @@ impl fmt::Display for CliError {
             CliError::ImportNeedsKind => write!(
                 f,
                 "--import needs a signing --kind (ed25519, secp256k1-tr or p256-schnorr)"
+            ),
+            CliError::DkgNeedsKind => write!(
+                f,
+                "--dkg needs a signing --kind (ed25519, secp256k1-tr or p256-schnorr): a p256 \
+                 key is recovered whole, so it is dealt, never generated distributed"
             ),
             CliError::BadImport { path, kind } => write!(
                 f,

@@ -113,11 +113,13 @@ fn main() -> ExitCode {
             secret_file,
             kind,
             import,
+            dkg,
         } => secrets::enroll(
             &ctx,
             secret_file.as_deref(),
             kind.as_deref(),
             import.as_deref(),
+            dkg,
         ),
         cli::Command::Sign {
             secret_id,

@@ -170,6 +170,11 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         Reason::DeviceUnavailable => {
             matches!(site, Release | Sign).then(|| "its TPM or HSM is unavailable".into())
         }
+        Reason::CustodiansDisagree => matches!(site, Enroll).then(|| {
+            "the custodians made different keys (a custodian or the enroller is faulty); \
+             nothing was kept"
+                .into()
+        }),
         Reason::RateLimited => release("is rate-limiting us; try again shortly"),
         Reason::AuditUnavailable => release("cannot write its audit log, so it releases nothing"),
         Reason::SealedBlobContext | Reason::SealedBlobMalformed => {
@@ -220,6 +225,22 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::KeyPackageMismatch
         | Reason::InvalidSession
         | Reason::InvalidSigningPackage
+        | Reason::InvalidDkg
+        | Reason::DkgExists
+        | Reason::DkgUnknown
+        | Reason::DkgOutOfOrder
+        | Reason::TooManyDkgs
+        | Reason::InvalidRound1Package
+        | Reason::InvalidRound2Package
+        | Reason::DkgIncomplete
+        | Reason::DkgCheater
+        | Reason::DkgTranscriptMismatch
+        | Reason::DkgPackageConflict
+        | Reason::NotThePeer
+        | Reason::PeerUnreachable
+        | Reason::PeerWrongIdentity
+        | Reason::PeerRefused
+        | Reason::DkgNotForKind
         | Reason::Unknown => None,
     }
 }

@@ -27,12 +27,13 @@ pub fn user_enroller(config: &Config) -> Result<(Login, mtls::Client), CliError>
     Ok((login, client))
 }
 
-/// `shardctl enroll [--secret-file F | --kind K [--import F]]`.
+/// `shardctl enroll [--secret-file F | --kind K [--import F | --dkg]]`.
 pub fn enroll(
     ctx: &Ctx,
     secret_file: Option<&Path>,
     kind: Option<&str>,
     import: Option<&Path>,
+    dkg: bool,
 ) -> Result<Report, CliError> {
     let signing = match kind {
         None | Some("p256") => None,
@@ -43,6 +44,9 @@ pub fn enroll(
     };
     if import.is_some() && signing.is_none() {
         return Err(CliError::ImportNeedsKind);
+    }
+    if dkg && signing.is_none() {
+        return Err(CliError::DkgNeedsKind);
     }
     let config = ctx.config()?;
     let key = manifests::pinned_key(&config)?;
@@ -70,6 +74,7 @@ pub fn enroll(
         }
         .to_owned(),
         secret: secret_b64,
+        dkg,
     };
     let answer: EnrollResponse = ctx
         .block_on(net::call(&client, &request))?

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod dkg;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod journal;

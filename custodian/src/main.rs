@@ -190,6 +190,13 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             limiter: RateLimiter::new(cfg.limits.release_per_second, cfg.limits.release_burst),
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
+            dkgs: Default::default(),
+            tls: TlsFiles {
+                ca: cfg.tls.ca.clone(),
+                cert: cfg.tls.cert.clone(),
+                key: cfg.tls.key.clone(),
+                client_auth: svc::ClientAuth::Required,
+            },
         });
         #[cfg(feature = "fault-injection")]
         tracing::warn!(
@@ -202,14 +209,10 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             loop {
                 every.tick().await;
                 sweeper.sessions.sweep();
+                sweeper.dkgs.sweep();
             }
         });
-        let files = TlsFiles {
-            ca: cfg.tls.ca.clone(),
-            cert: cfg.tls.cert.clone(),
-            key: cfg.tls.key.clone(),
-            client_auth: svc::ClientAuth::Required,
-        };
+        let files = state.tls.clone();
         serve(
             state,
             cfg.listen,

@@ -108,7 +108,7 @@ pub struct Limits {
     pub login_validity_seconds: u64,
     /// How long an invitation stays valid.
     pub invitation_ttl_seconds: i64,
-    /// Deadline of one deposit attempt at one custodian.
+    /// Deadline of one deposit attempt (or one DKG step) at one custodian.
     pub deposit_timeout_ms: u64,
     /// Largest request body.
     pub max_body_bytes: usize,

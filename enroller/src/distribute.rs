@@ -48,6 +48,64 @@ fn no_answer(e: &Error) -> bool {
     )
 }
 
+/// Runs `call` against every custodian at once, each tried again (up to [`ATTEMPTS`],
+/// backing off) while no answer comes: every step it is used for is idempotent. Answers
+/// each custodian's outcome, in custodian order.
+pub async fn each<'a, T, F, Fut>(
+    custodians: &'a [(CustodianId, Arc<Client>)],
+    call: F,
+) -> Vec<(&'a CustodianId, Result<T, Error>)>
+where
+    F: Fn(usize, &'a Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let call = &call;
+    futures_util::future::join_all(custodians.iter().enumerate().map(
+        |(i, (name, client))| async move {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match call(i, client).await {
+                    Err(e) if no_answer(&e) && attempt < ATTEMPTS => {
+                        tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
+                    }
+                    outcome => return (name, outcome),
+                }
+            }
+        },
+    ))
+    .await
+}
+
+/// The outcomes of [`each`] as a [`Failed`] when any custodian failed, else the answers
+/// in custodian order.
+pub fn all_or_failed<T>(outcomes: Vec<(&CustodianId, Result<T, Error>)>) -> Result<Vec<T>, Failed> {
+    let mut failed = Vec::new();
+    let mut landed = Vec::new();
+    let mut answers = Vec::new();
+    for (name, r) in outcomes {
+        match r {
+            Ok(answer) => {
+                landed.push(name.clone());
+                answers.push(answer);
+            }
+            Err(e) => failed.push(CustodianFailure {
+                name: name.to_string(),
+                reason: failure_reason(&e),
+            }),
+        }
+    }
+    if failed.is_empty() {
+        Ok(answers)
+    } else {
+        Err(Failed {
+            failed,
+            landed,
+            cleanup_incomplete: false,
+        })
+    }
+}
+
 /// Deposits the encoded envelope `envelopes[i]` (a shard's or a signing key's) at
 /// `custodians[i]` for `owner`, all at once. `Ok` only when every custodian acknowledged.
 pub async fn deposit_all(
@@ -56,45 +114,16 @@ pub async fn deposit_all(
     envelopes: &[Zeroizing<Vec<u8>>],
 ) -> Result<(), Failed> {
     let owner = owner.to_string();
-    let results = futures_util::future::join_all(custodians.iter().zip(envelopes).map(
-        |((name, client), encoded)| {
-            let owner = owner.as_str();
-            async move {
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    match client.deposit(owner, encoded).await {
-                        Ok(_) => return (name, Ok(())),
-                        Err(e) if no_answer(&e) && attempt < ATTEMPTS => {
-                            tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
-                        }
-                        Err(e) => return (name, Err(e)),
-                    }
-                }
-            }
-        },
-    ))
+    let owner = owner.as_str();
+    let outcomes = each(custodians, |i, client| async move {
+        let encoded = envelopes.get(i).ok_or_else(|| Error::Decode {
+            addr: client.addr(),
+            reason: "no envelope for this custodian".into(),
+        })?;
+        client.deposit(owner, encoded).await
+    })
     .await;
-    let mut failed = Vec::new();
-    let mut landed = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok(()) => landed.push(name.clone()),
-            Err(e) => failed.push(CustodianFailure {
-                name: name.to_string(),
-                reason: failure_reason(&e),
-            }),
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failed {
-            failed,
-            landed,
-            cleanup_incomplete: false,
-        })
-    }
+    all_or_failed(outcomes).map(drop)
 }
 
 /// Takes back every shard of a failed enrollment: asks every custodian, also those whose

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`routes`] | the HTTP API, one module per capability (accounts, enrollment, ops) |
 //! | [`distribute`] | deposits at every custodian at once, and taking shards back on failure |
+//! | [`dkg`] | coordinating the custodians' distributed key generation (public values only) |
 //! | [`users`] | the user database: invitations, TOTP steps, locks and per-source limits |
 //! | [`password`] | the password policy and peppered Argon2id hashing |
 //! | [`totp`] | RFC 6238 codes |
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod distribute;
+pub mod dkg;
 pub mod password;
 pub mod routes;
 pub mod token;

@@ -180,6 +180,17 @@ fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?,
     );
     let mut custodians = Vec::new();
+    let peers = cfg
+        .custodians
+        .iter()
+        .zip(1u16..)
+        .map(|(c, holder)| wire::dkg::DkgPeer {
+            holder,
+            name: c.name.clone(),
+            address: c.address.to_string(),
+            server_name: c.server_name.clone(),
+        })
+        .collect();
     for c in &cfg.custodians {
         let id: certs::SpiffeId = format!("spiffe://{td}/custodian/{}", c.name)
             .parse()
@@ -203,6 +214,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         user_ca_pem,
         threshold,
         custodians,
+        peers,
         login_validity: Duration::from_secs(cfg.limits.login_validity_seconds),
         invitation_ttl: cfg.limits.invitation_ttl_seconds,
         backoff_max: cfg.limits.backoff_max_seconds,

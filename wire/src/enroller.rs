@@ -158,6 +158,10 @@ pub struct Enroll {
     /// secp256k1 or P-256 scalar, big-endian). Wiped on drop.
     #[serde(default)]
     pub secret: Option<Zeroizing<String>>,
+    /// For a threshold-signing kind: the custodians make the key among themselves (FROST's
+    /// DKG) and no machine, the enroller included, ever holds it. Not with `secret`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dkg: bool,
 }
 request!(Enroll, Post, "/v1/enroll", EnrollResponse, json);
 
@@ -280,6 +284,7 @@ mod tests {
         let e = Enroll {
             kind: "p256".into(),
             secret: None,
+            dkg: false,
         };
         assert_eq!(
             e.body().unwrap().unwrap(),

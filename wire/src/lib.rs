@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod custodian;
+pub mod dkg;
 pub mod enroller;
 mod reason;
 

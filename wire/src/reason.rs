@@ -143,6 +143,41 @@ reasons! {
     /// 1 answered; nothing was signed and the session is spent.
     CommitmentAltered = "commitment_altered", retry: false;
 
+    // ---- custodian: keys born distributed (DKG) and the peer channel ----
+    /// The DKG's parameters are not valid: kind, threshold, holders, peers or owner.
+    InvalidDkg = "invalid_dkg", retry: false;
+    /// A DKG of this key id is under way with other parameters, or its key is stored.
+    DkgExists = "dkg_exists", retry: false;
+    /// No DKG of this key id is under way here: never started, its deadline passed, it was
+    /// aborted, or the custodian restarted (which aborts every DKG). Start again.
+    DkgUnknown = "dkg_unknown", retry: false;
+    /// The DKG step came out of order (round 2 before round 1, a package after finish).
+    DkgOutOfOrder = "dkg_out_of_order", retry: false;
+    /// Too many DKGs are under way at this custodian; wait and retry.
+    TooManyDkgs = "too_many_dkgs", retry: true;
+    /// A round-1 package does not decode, is missing, or its proof of knowledge fails.
+    InvalidRound1Package = "invalid_round1_package", retry: false;
+    /// A round-2 package does not decode or is not for this holder.
+    InvalidRound2Package = "invalid_round2_package", retry: false;
+    /// Not every other holder's round-2 package has arrived.
+    DkgIncomplete = "dkg_incomplete", retry: true;
+    /// A holder's round-2 share does not match its round-1 commitment; the log names it.
+    DkgCheater = "dkg_cheater", retry: false;
+    /// The sender was shown other round-1 packages than this custodian: the coordinator
+    /// relayed different packages to different holders.
+    DkgTranscriptMismatch = "dkg_transcript_mismatch", retry: false;
+    /// A holder already sent another round-2 package for this DKG.
+    DkgPackageConflict = "dkg_package_conflict", retry: false;
+    /// The peer channel's caller is not the custodian named for the sending holder.
+    NotThePeer = "not_the_peer", retry: false;
+    /// A peer could not be reached over the peer channel; the log names it.
+    PeerUnreachable = "peer_unreachable", retry: true;
+    /// A peer's certificate did not name the custodian given for its holder: the address
+    /// is wrong (misrouted), and nothing was sent.
+    PeerWrongIdentity = "peer_wrong_identity", retry: false;
+    /// A peer refused its round-2 package; the log names it and its reason.
+    PeerRefused = "peer_refused", retry: false;
+
     // ---- enroller: accounts ----
     /// The user name is not a valid name.
     InvalidName = "invalid_name", retry: false;
@@ -201,6 +236,10 @@ reasons! {
     /// At least one custodian did not take its shard, and a shard that landed could not be
     /// deleted; the failures name the custodians.
     CustodiansFailedCleanupIncomplete = "custodians_failed_cleanup_incomplete", retry: true;
+    /// The custodians of a DKG answered different public key packages; nothing was kept.
+    CustodiansDisagree = "custodians_disagree", retry: false;
+    /// `dkg` applies to the threshold-signing kinds only, and not to an imported key.
+    DkgNotForKind = "dkg_not_for_kind", retry: false;
 
     // ---- enroller: internal failures, named by the step that failed ----
     /// A worker thread of the enroller failed.

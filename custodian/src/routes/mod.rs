@@ -6,12 +6,17 @@
 //! |---|---|---|
 //! | [`shards`] | deposit, release, delete, list | `/v1/shards`, `/v1/shards/{id}` |
 //! | [`signing`] | threshold signing rounds | `/v1/keys/{id}/commit`, `/v1/keys/{id}/sign` |
+//! | [`dkg`] | keys born distributed, coordinated by the enroller | `/v1/dkg/{id}/round1`, `/round2`, `/finish` |
+//! | [`peer`] | the custodian-to-custodian channel | `/v1/peer/dkg/{id}` |
 //! | [`ops`] | health and metrics | `/v1/health`, `/v1/metrics`, the plain health port |
 //!
-//! The next capabilities get modules of their own beside these: `epochs` (refresh, reshare, repair, share checks), `peer` (the
-//! custodian-to-custodian channel) and `gate` (the release gate).
+//! The next capabilities get modules of their own beside these: `epochs` (refresh,
+//! reshare, repair, share checks; their sub-shares take [`peer`] too) and `gate` (the
+//! release gate).
 
+pub mod dkg;
 pub mod ops;
+pub mod peer;
 pub mod shards;
 pub mod signing;
 
@@ -33,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::{AuditEvent, Store};
 use wire::custodian::{Commit, Deposit, Health, Metrics as MetricsRequest, Release, Sign};
+use wire::dkg::{DkgFinish, DkgRound1, DkgRound2, PeerDkg};
 use wire::{Reason, Refusal, Request as _};
 
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -61,6 +67,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Open threshold-signing sessions (memory only).
     pub sessions: crate::sessions::Sessions,
+    /// DKGs under way (memory only).
+    pub dkgs: crate::dkg::Dkgs,
+    /// This custodian's TLS files: the peer channel presents the same certificate.
+    pub tls: svc::TlsFiles,
 }
 
 /// The handlers' shared state.
@@ -121,6 +131,10 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route(Release::ROUTE, get(shards::release).delete(shards::delete))
         .route(Commit::ROUTE, post(signing::commit))
         .route(Sign::ROUTE, post(signing::sign))
+        .route(DkgRound1::ROUTE, post(dkg::round1))
+        .route(DkgRound2::ROUTE, post(dkg::round2))
+        .route(DkgFinish::ROUTE, post(dkg::finish))
+        .route(PeerDkg::ROUTE, put(peer::take_round2))
         .route(Health::ROUTE, get(ops::health))
         .route(MetricsRequest::ROUTE, get(ops::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })
@@ -146,6 +160,10 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         ("DELETE", _) => "delete",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/commit") => "commit",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/sign") => "sign",
+        ("POST", p) if p.starts_with("/v1/dkg/") && p.ends_with("/round1") => "dkg_round1",
+        ("POST", p) if p.starts_with("/v1/dkg/") && p.ends_with("/round2") => "dkg_round2",
+        ("POST", p) if p.starts_with("/v1/dkg/") && p.ends_with("/finish") => "dkg_finish",
+        ("PUT", p) if p.starts_with("/v1/peer/dkg/") => "peer_dkg",
         (_, "/v1/health") => "health",
         (_, "/v1/metrics") => "metrics",
         _ => "other",

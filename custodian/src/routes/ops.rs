@@ -73,11 +73,14 @@ async fn render_metrics(s: &AppState) -> Response {
         .await
         .ok()
         .flatten();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(count),
-    )
-        .into_response()
+    let mut text = s.metrics.render(count);
+    text.push_str(&format!(
+        "# TYPE custodian_signing_sessions_open gauge\ncustodian_signing_sessions_open {}\n\
+         # TYPE custodian_dkgs_open gauge\ncustodian_dkgs_open {}\n",
+        s.sessions.open_count(),
+        s.dkgs.open_count()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub(crate) async fn metrics(

@@ -35,38 +35,12 @@ pub(crate) async fn deposit(
         Err(e) => return Err(refuse(&s, &peer, "deposit", "", -1, e).await),
     };
     let sid = env.secret_id.to_string();
-    let context = ctx(&s, env.secret_id, env.index, env.epoch);
-    let kind = env.kind;
-    let sealer = s.sealer.clone();
-    let raw_for_seal = raw.clone();
-    let sealed = tokio::task::spawn_blocking(move || sealer.seal(&context, &raw_for_seal)).await;
-    let blob = match sealed {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, secret_id = %sid, "seal failed");
-            let index = i64::from(env.index);
-            return Err(refuse(&s, &peer, "deposit", &sid, index, device_error(&e)).await);
-        }
-        Err(_) => return Err(ApiError::ours(Reason::Internal)),
-    };
-    let key_version = hsm::BlobHeader::decode(&blob)
-        .map(|(h, _)| h.key_version)
-        .unwrap_or(0);
-    let row = NewShard {
-        secret_id: env.secret_id,
-        epoch: env.epoch,
-        index: env.index,
-        owner: owner.to_string(),
-        blob,
-        digest: Sha256::digest(&*raw).into(),
-        key_version,
-        // Invariant: a decoded envelope is at most MAX_ENVELOPE_LEN bytes.
-        size: raw.len() as u32,
-        kind: kind.to_owned(),
-    };
-    let store = s.store.clone();
     let audit = event(&peer, "deposit", &sid, i64::from(env.index), "ok", "");
-    let outcome = blocking("deposit", &sid, move || store.deposit(&row, audit)).await?;
+    let (outcome, key_version) = match seal_and_store(&s, owner.to_string(), raw, &env, audit).await
+    {
+        Ok(stored) => stored,
+        Err(e) => return Err(refuse(&s, &peer, "deposit", &sid, i64::from(env.index), e).await),
+    };
     let resp = |already_stored| DepositResponse {
         secret_id: sid.clone(),
         epoch: env.epoch,
@@ -90,13 +64,59 @@ pub(crate) async fn deposit(
     }
 }
 
+/// Seals `raw` (an encoded envelope bound to `env`) with the device and stores it for
+/// `owner` with the audit row `audit`, in one transaction: a deposit's, or a DKG's key
+/// package. Answers the store's outcome and the sealing key version; a device failure
+/// is refused with its reason (to be audited by the caller), a store failure as
+/// [`Reason::Storage`].
+pub(crate) async fn seal_and_store(
+    s: &AppState,
+    owner: String,
+    raw: Zeroizing<Vec<u8>>,
+    env: &Deposited,
+    audit: crate::store::AuditEvent,
+) -> Result<(DepositOutcome, u32), ApiError> {
+    let sid = env.secret_id.to_string();
+    let context = ctx(s, env.secret_id, env.index, env.epoch);
+    let sealer = s.sealer.clone();
+    let raw_for_seal = raw.clone();
+    let sealed = tokio::task::spawn_blocking(move || sealer.seal(&context, &raw_for_seal)).await;
+    let blob = match sealed {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, secret_id = %sid, "seal failed");
+            return Err(device_error(&e));
+        }
+        Err(_) => return Err(ApiError::ours(Reason::Internal)),
+    };
+    let key_version = hsm::BlobHeader::decode(&blob)
+        .map(|(h, _)| h.key_version)
+        .unwrap_or(0);
+    let row = NewShard {
+        secret_id: env.secret_id,
+        epoch: env.epoch,
+        index: env.index,
+        owner,
+        blob,
+        digest: Sha256::digest(&*raw).into(),
+        key_version,
+        // Invariant: an envelope is at most MAX_ENVELOPE_LEN (or MAX_KEY_ENVELOPE_LEN) bytes.
+        size: raw.len() as u32,
+        kind: env.kind.to_owned(),
+    };
+    let store = s.store.clone();
+    let what = audit.event;
+    let outcome = blocking(what, &sid, move || store.deposit(&row, audit)).await?;
+    Ok((outcome, key_version))
+}
+
 /// What a deposited envelope is bound to: a shard's, or a signing key's.
-struct Deposited {
-    secret_id: SecretId,
-    index: u8,
-    epoch: u32,
+pub(crate) struct Deposited {
+    pub secret_id: SecretId,
+    pub index: u8,
+    pub epoch: u32,
     /// `shard`, or the signing key's kind.
-    kind: &'static str,
+    pub kind: &'static str,
 }
 
 /// Decodes a deposited envelope: a shard envelope, or a key envelope, which is decoded
@@ -362,6 +382,10 @@ pub(crate) async fn delete(
         query,
     )
     .await?;
+    // Deleting a key also aborts a DKG of it under way: the coordinator's take-back.
+    if s.dkgs.abort(&id) {
+        tracing::info!(peer = %peer.0, secret_id = %sid, "DKG aborted");
+    }
     let store = s.store.clone();
     let audit = event(&peer, "delete", &sid, -1, "ok", "");
     match blocking("delete", &sid, move || store.delete(&id, q.epoch, audit)).await? {

@@ -60,11 +60,11 @@ async fn start<T>(
     }
 }
 
-/// A fresh generator for one commitment: SHA-256 over 32 bytes of the operating system's
-/// randomness, the session, a counter of this process and the time. The OS randomness is
+/// A fresh generator for one commitment (or one DKG polynomial): SHA-256 over 32 bytes of
+/// the operating system's randomness, the session (or key id), a counter of this process and the time. The OS randomness is
 /// what makes the nonces secret; the rest makes two commitments differ even if a restored
 /// snapshot of this machine repeated its generator's output.
-fn fresh_rng(session: &[u8; 16]) -> Result<SeededRng, ApiError> {
+pub(crate) fn fresh_rng(session: &[u8; 16]) -> Result<SeededRng, ApiError> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut os = Zeroizing::new([0u8; 32]);
     shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut *os).map_err(|e| {

@@ -48,6 +48,16 @@ pub(crate) async fn enroll(
         .unwrap_or(0);
     let secret_id = SecretId::new_v7(now_ms, *random_id);
     let epoch = 1;
+    if req.dkg {
+        drop(rng);
+        return match (req.kind.parse::<threshold::Kind>(), req.secret) {
+            (Ok(kind), None) => born_distributed(&s, &owner, kind, secret_id, epoch).await,
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Reason::DkgNotForKind,
+            )),
+        };
+    }
     let made = match req.kind.parse::<threshold::Kind>() {
         Ok(kind) => signing_key(kind, req.secret, s.threshold, secret_id, epoch, &mut rng)?,
         Err(_) => shard_secret(
@@ -97,6 +107,19 @@ pub(crate) async fn enroll(
         e.custodians = Some(failure.failed);
         return Err(e);
     }
+    record(&s, &owner, secret_id, epoch, kind_name, public_text, signed).await
+}
+
+/// Keeps a distributed enrollment (its row with the signed manifest) and answers it.
+async fn record(
+    s: &Shared,
+    owner: &certs::SpiffeId,
+    secret_id: SecretId,
+    epoch: u32,
+    kind_name: &'static str,
+    public_text: Option<String>,
+    signed: shard::SignedManifest,
+) -> Result<Response, ApiError> {
     let encoded = signed.encode();
     let row = EnrollmentRow {
         secret_id: secret_id.to_string(),
@@ -123,6 +146,108 @@ pub(crate) async fn enroll(
         }),
     )
         .into_response())
+}
+
+/// A threshold-signing key born distributed: the custodians run FROST's DKG
+/// ([`crate::dkg`]), this enroller relays only public packages, then signs the manifest of
+/// the group they agree on. Any failure takes back whatever landed at every custodian.
+async fn born_distributed(
+    s: &Shared,
+    owner: &certs::SpiffeId,
+    kind: threshold::Kind,
+    secret_id: SecretId,
+    epoch: u32,
+) -> Result<Response, ApiError> {
+    let ran = crate::dkg::run(
+        &s.custodians,
+        &s.peers,
+        &owner.to_string(),
+        kind,
+        s.threshold,
+        secret_id,
+        epoch,
+    )
+    .await;
+    let signed = match ran {
+        Ok(public) => dkg_manifest(s, owner, kind, secret_id, epoch, &public)
+            .await
+            .map(|signed| (signed, public.group_key().to_text())),
+        Err(crate::dkg::DkgFailed::Custodians(failure)) => Err(failure),
+        Err(crate::dkg::DkgFailed::Disagree) => Err(crate::distribute::Failed {
+            failed: Vec::new(),
+            landed: s.custodians.iter().map(|(c, _)| c.clone()).collect(),
+            cleanup_incomplete: false,
+        }),
+    };
+    let (signed, public_text) = match signed {
+        Ok(done) => done,
+        Err(mut failure) => {
+            crate::distribute::take_back(&s.custodians, owner, secret_id, epoch, &mut failure)
+                .await;
+            let reason = match (failure.cleanup_incomplete, failure.failed.is_empty()) {
+                (true, _) => Reason::CustodiansFailedCleanupIncomplete,
+                (false, true) => Reason::CustodiansDisagree,
+                (false, false) => Reason::CustodiansFailed,
+            };
+            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, reason);
+            e.custodians = Some(failure.failed);
+            return Err(e);
+        }
+    };
+    let kind_name = kind.as_str();
+    record(
+        s,
+        owner,
+        secret_id,
+        epoch,
+        kind_name,
+        Some(public_text),
+        signed,
+    )
+    .await
+}
+
+/// The signed manifest of a DKG's key; a failure to sign counts as a failed enrollment
+/// (every custodian holds a package to take back).
+async fn dkg_manifest(
+    s: &Shared,
+    owner: &certs::SpiffeId,
+    kind: threshold::Kind,
+    secret_id: SecretId,
+    epoch: u32,
+    public: &threshold::PublicKeyPackage,
+) -> Result<shard::SignedManifest, crate::distribute::Failed> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, %secret_id, "{what} failed");
+        crate::distribute::Failed {
+            failed: Vec::new(),
+            landed: s.custodians.iter().map(|(c, _)| c.clone()).collect(),
+            cleanup_incomplete: false,
+        }
+    };
+    let commitments = public
+        .holder_digests()
+        .map_err(|e| failed("holder digests", &e))?
+        .into_iter()
+        .map(shard::Commitment)
+        .collect();
+    let manifest = Manifest {
+        secret_id,
+        threshold: s.threshold,
+        epoch,
+        created_at: now() as u64,
+        owner: owner.to_string(),
+        kind: SecretKind::signing(kind.as_str(), public.group_key().as_bytes())
+            .map_err(|e| failed("manifest kind", &e))?,
+        custodians: s.custodians.iter().map(|(c, _)| c.clone()).collect(),
+        commitments,
+    };
+    let token = s.token.clone();
+    match tokio::task::spawn_blocking(move || manifest.sign(&*token)).await {
+        Ok(Ok(signed)) => Ok(signed),
+        Ok(Err(e)) => Err(failed("manifest signing", &e)),
+        Err(e) => Err(failed("manifest signing", &e)),
+    }
 }
 
 /// What an enrollment deposits and signs: the manifest's kind and commitments, each

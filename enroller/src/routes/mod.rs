@@ -51,6 +51,8 @@ pub struct AppState {
     pub threshold: Threshold,
     /// The custodians in index order, with clients that present the enroller's certificate.
     pub custodians: Vec<(CustodianId, Arc<Client>)>,
+    /// The same custodians as their peers reach them, for a DKG's peer channel.
+    pub peers: Vec<wire::dkg::DkgPeer>,
     /// Login certificate validity.
     pub login_validity: Duration,
     /// Invitation lifetime, seconds.

@@ -1,0 +1,360 @@
+//! Keys born distributed: the three DKG steps the enroller coordinates (round 1, round 2,
+//! finish), each for the enroller only. State between steps lives in [`crate::dkg`],
+//! in memory; the secret round-2 packages go to the other holders over the peer channel
+//! ([`super::peer`]), never through the enroller.
+//!
+//! A step that is refused after it took the DKG's secret (a malformed relayed package, a
+//! cheater) ends the DKG here; the coordinator aborts it everywhere and starts a new one.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use certs::{Role, SpiffeId};
+use sha2::{Digest, Sha256};
+use shard::SecretId;
+use threshold::dkg::Round1Package;
+use threshold::{HolderId, KeyEnvelope, Kind, Threshold, Zeroizing};
+use wire::dkg::{
+    DkgFinish, DkgFinishResponse, DkgPackage, DkgRound1, DkgRound1Response, DkgRound2,
+    DkgRound2Response,
+};
+use wire::Reason;
+
+use super::shards::{seal_and_store, Deposited};
+use super::signing::fresh_rng;
+use super::{
+    blocking, event, json_body, parse_id, refuse, refuse_with, require, ApiError, AppState, Peer,
+    Shared, B64,
+};
+use crate::dkg::{Finish, Outgoing, Params, Round2Start, Step};
+use crate::store::DepositOutcome;
+
+/// The refusal of a step that does not fit the DKG's state.
+pub(crate) fn step_error(step: Step) -> ApiError {
+    let (status, reason) = match step {
+        Step::Unknown => (StatusCode::NOT_FOUND, Reason::DkgUnknown),
+        Step::Exists => (StatusCode::CONFLICT, Reason::DkgExists),
+        Step::OutOfOrder => (StatusCode::CONFLICT, Reason::DkgOutOfOrder),
+        Step::Full => (StatusCode::SERVICE_UNAVAILABLE, Reason::TooManyDkgs),
+        Step::Incomplete => (StatusCode::CONFLICT, Reason::DkgIncomplete),
+        Step::TranscriptMismatch => (StatusCode::CONFLICT, Reason::DkgTranscriptMismatch),
+        Step::Conflict => (StatusCode::CONFLICT, Reason::DkgPackageConflict),
+    };
+    ApiError::new(status, reason)
+}
+
+/// The checks every step starts with, each refusal audited as `op`: the key id, the
+/// enroller's role and the body.
+async fn start<T>(
+    s: &AppState,
+    peer: &Peer,
+    op: &'static str,
+    raw_id: &str,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<(SecretId, String, T), ApiError> {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(s, peer, op, "", -1, e).await),
+    };
+    let sid = id.to_string();
+    match require(s, peer, &[Role::Enroller]).and_then(|()| json_body(body)) {
+        Ok(req) => Ok((id, sid, req)),
+        Err(e) => Err(refuse(s, peer, op, &sid, -1, e).await),
+    }
+}
+
+/// Round 1's parameters, checked: a user owner of this trust domain, a signing kind, a
+/// threshold, and exactly one peer entry per holder `1..=n` in order, with distinct
+/// names, parseable addresses, and this custodian among them.
+fn params(s: &AppState, req: DkgRound1) -> Result<Params, ApiError> {
+    let bad = || ApiError::bad(Reason::InvalidDkg);
+    let owner = match req.owner.parse::<SpiffeId>() {
+        Ok(o) if o.role() == Role::User && o.trust_domain() == &s.trust_domain => o,
+        _ => return Err(ApiError::bad(Reason::InvalidOwner)),
+    };
+    let kind: Kind = req.kind.parse().map_err(|_| bad())?;
+    let split = Threshold::new(req.t, req.n).map_err(|_| bad())?;
+    if req.epoch == 0 || req.peers.len() != usize::from(split.n()) {
+        return Err(bad());
+    }
+    let mut me = None;
+    for (i, p) in req.peers.iter().enumerate() {
+        let in_order = usize::from(p.holder) == i + 1;
+        let named = shard::CustodianId::new(&p.name).is_ok();
+        let distinct = req.peers[..i].iter().all(|q| q.name != p.name);
+        let addressed = p.address.parse::<std::net::SocketAddr>().is_ok()
+            && rustls_name(&p.server_name).is_some();
+        if !(in_order && named && distinct && addressed) {
+            return Err(bad());
+        }
+        if p.name == s.name.as_str() {
+            me = Some(HolderId::new(p.holder).map_err(|_| bad())?);
+        }
+    }
+    Ok(Params {
+        owner: owner.to_string(),
+        kind,
+        t: split.t(),
+        n: split.n(),
+        me: me.ok_or_else(bad)?,
+        epoch: req.epoch,
+        peers: req.peers,
+    })
+}
+
+/// A server name the peer channel's TLS accepts (a DNS name or an IP address).
+fn rustls_name(name: &str) -> Option<()> {
+    (!name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_graphic()))
+        .then_some(())
+}
+
+pub(crate) async fn round1(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(raw_id): Path<String>,
+    body: Result<Json<DkgRound1>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (id, sid, req) = start(&s, &peer, "dkg_round1", &raw_id, body).await?;
+    let params = match params(&s, req) {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&s, &peer, "dkg_round1", &sid, -1, e).await),
+    };
+    let me = params.me;
+    let index = i64::from(me.get());
+    // A key of this id stored here already (a finished DKG, a deposit) is never redone.
+    let store = s.store.clone();
+    if blocking("dkg_round1", &sid, move || store.fetch(&id, None))
+        .await?
+        .is_some()
+    {
+        let e = step_error(Step::Exists);
+        return Err(refuse(&s, &peer, "dkg_round1", &sid, index, e).await);
+    }
+    let split =
+        Threshold::new(params.t, params.n).map_err(|_| ApiError::bad(Reason::InvalidDkg))?;
+    let mut rng = fresh_rng(id.as_bytes())?;
+    let (secret, package) =
+        threshold::dkg::part1(params.kind, me, split, &mut rng).map_err(|e| {
+            tracing::error!(error = %e, secret_id = %sid, "DKG part 1 failed");
+            ApiError::ours(Reason::Internal)
+        })?;
+    drop(rng);
+    let (package, left) = match s.dkgs.begin(id, params, secret, package) {
+        Ok(begun) => begun,
+        Err(step) => {
+            return Err(refuse(&s, &peer, "dkg_round1", &sid, index, step_error(step)).await)
+        }
+    };
+    tracing::info!(peer = %peer.0, secret_id = %sid, holder = me.get(), "DKG round 1");
+    Ok(Json(DkgRound1Response {
+        holder: me.get(),
+        package: B64.encode(package.as_bytes()),
+        deadline_ms: left.as_millis() as u64,
+    })
+    .into_response())
+}
+
+/// SHA-256 over the relayed round-1 packages in holder order: what every holder must
+/// have been shown alike.
+fn transcript(packages: &[(u16, Vec<u8>)]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"shard-custodians/dkg-round1/v1\0");
+    for (holder, bytes) in packages {
+        h.update(holder.to_be_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    h.finalize().into()
+}
+
+/// The relayed round-1 packages, base64 decoded, refused unless they are one per holder
+/// `1..=n` in order.
+fn relayed(packages: &[DkgPackage], n: usize) -> Result<Vec<(u16, Vec<u8>)>, ApiError> {
+    let bad = || ApiError::bad(Reason::InvalidRound1Package);
+    if packages.len() > threshold::MAX_HOLDERS.into() {
+        return Err(bad());
+    }
+    let decoded = packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let bytes = B64.decode(p.package.as_bytes()).map_err(|_| bad())?;
+            (usize::from(p.holder) == i + 1)
+                .then_some((p.holder, bytes))
+                .ok_or_else(bad)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    (decoded.len() == n).then_some(decoded).ok_or_else(bad)
+}
+
+pub(crate) async fn round2(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(raw_id): Path<String>,
+    body: Result<Json<DkgRound2>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let op = "dkg_round2";
+    let (id, sid, req) = start(&s, &peer, op, &raw_id, body).await?;
+    let Some(known) = s.dkgs.params(&id) else {
+        return Err(refuse(&s, &peer, op, &sid, -1, step_error(Step::Unknown)).await);
+    };
+    let index = i64::from(known.me.get());
+    let packages = match relayed(&req.round1, usize::from(known.n)) {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&s, &peer, op, &sid, index, e).await),
+    };
+    let transcript = transcript(&packages);
+    let (params, outgoing) = match s.dkgs.round2(&id, &transcript) {
+        Ok(Round2Start::Fresh(secret, params, own)) => {
+            match compute_round2(&s, id, secret, &params, &own, &packages, transcript) {
+                Ok(outgoing) => (params, outgoing),
+                Err(e) => {
+                    s.dkgs.abort(&id);
+                    return Err(refuse(&s, &peer, op, &sid, index, e).await);
+                }
+            }
+        }
+        Ok(Round2Start::Resend(params, outgoing)) => (params, outgoing),
+        Err(step) => return Err(refuse(&s, &peer, op, &sid, index, step_error(step)).await),
+    };
+    if let Err((name, e)) = super::peer::send_round2(&s, &sid, &params, &transcript, outgoing).await
+    {
+        let detail = format!("peer={name}");
+        return Err(refuse_with(&s, &peer, op, &sid, index, detail, e).await);
+    }
+    tracing::info!(peer = %peer.0, secret_id = %sid, holder = params.me.get(), "DKG round 2: every peer took its package");
+    Ok(Json(DkgRound2Response {
+        holder: params.me.get(),
+        transcript: B64.encode(transcript),
+    })
+    .into_response())
+}
+
+/// Round 2's computation: the relayed packages must carry this holder's own unchanged,
+/// every other must decode and prove knowledge of its polynomial's constant term.
+/// Keeps the holder's share and answers the packages to send, `(holder, bytes)`.
+fn compute_round2(
+    s: &AppState,
+    id: SecretId,
+    secret: threshold::dkg::Round1Secret,
+    params: &Params,
+    own: &Round1Package,
+    packages: &[(u16, Vec<u8>)],
+    transcript: [u8; 32],
+) -> Result<Outgoing, ApiError> {
+    let bad = || ApiError::bad(Reason::InvalidRound1Package);
+    let mut round1 = BTreeMap::new();
+    for (holder, bytes) in packages {
+        let holder = HolderId::new(*holder).map_err(|_| bad())?;
+        let package = Round1Package::decode(params.kind, bytes).map_err(|_| bad())?;
+        if holder == params.me && package != *own {
+            return Err(bad());
+        }
+        round1.insert(holder, package);
+    }
+    let (secret2, outgoing) = threshold::dkg::part2(secret, &round1).map_err(|e| {
+        tracing::warn!(error = %e, "DKG round 2 refused a round-1 package");
+        bad()
+    })?;
+    let sending = outgoing
+        .iter()
+        .map(|(h, p)| (*h, Zeroizing::new(p.expose().to_vec())))
+        .collect();
+    s.dkgs
+        .round2_done(&id, secret2, round1, transcript, outgoing)
+        .map_err(step_error)?;
+    Ok(sending)
+}
+
+pub(crate) async fn finish(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(raw_id): Path<String>,
+    body: Result<Json<DkgFinish>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let op = "dkg_finish";
+    let (id, sid, _) = start(&s, &peer, op, &raw_id, body).await?;
+    let start = match s.dkgs.finish(&id) {
+        Ok(Finish::Start(start)) => *start,
+        Ok(Finish::Done(answer)) => {
+            return Ok(Json(DkgFinishResponse {
+                already_stored: true,
+                ..answer
+            })
+            .into_response())
+        }
+        Err(step) => return Err(refuse(&s, &peer, op, &sid, -1, step_error(step)).await),
+    };
+    let params = start.params.clone();
+    let holder = params.me.get();
+    let index = i64::from(holder);
+    let transcript_hex = hex::encode(start.transcript);
+    let made = threshold::dkg::part3(start.secret, &start.round1, &start.round2)
+        .map_err(|e| match e {
+            threshold::Error::DkgCheater { culprit } => {
+                tracing::warn!(secret_id = %sid, culprit = culprit.get(), "DKG: a holder's share fails its commitment");
+                (ApiError::bad(Reason::DkgCheater), format!("culprit={}", culprit.get()))
+            }
+            e => {
+                tracing::warn!(secret_id = %sid, error = %e, "DKG part 3 failed");
+                (ApiError::bad(Reason::InvalidRound2Package), String::new())
+            }
+        })
+        .and_then(|share| {
+            let public = share.public.as_bytes().to_vec();
+            KeyEnvelope::new(*id.as_bytes(), params.epoch, share.key_package, share.public, share.commitment)
+                .map(|envelope| (envelope.encode(), public))
+                .map_err(|e| {
+                    tracing::error!(secret_id = %sid, error = %e, "DKG key envelope failed");
+                    (ApiError::ours(Reason::Internal), String::new())
+                })
+        });
+    let (encoded, public) = match made {
+        Ok(made) => made,
+        Err((e, detail)) => {
+            s.dkgs.abort(&id);
+            return Err(refuse_with(&s, &peer, op, &sid, index, detail, e).await);
+        }
+    };
+    // Invariant: MAX_HOLDERS is 16, so a holder number fits in u8.
+    let env = Deposited {
+        secret_id: id,
+        index: holder as u8,
+        epoch: params.epoch,
+        kind: params.kind.as_str(),
+    };
+    let mut audit = event(&peer, op, &sid, index, "ok", "");
+    audit.detail = format!("kind={} transcript={transcript_hex}", params.kind);
+    let stored = seal_and_store(&s, params.owner.clone(), encoded, &env, audit).await;
+    let (outcome, key_version) = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            s.dkgs.abort(&id);
+            return Err(refuse(&s, &peer, op, &sid, index, e).await);
+        }
+    };
+    if outcome == DepositOutcome::Conflict {
+        s.dkgs.abort(&id);
+        return Err(refuse(&s, &peer, op, &sid, index, step_error(Step::Exists)).await);
+    }
+    let answer = DkgFinishResponse {
+        holder,
+        epoch: params.epoch,
+        public: B64.encode(&public),
+        key_version,
+        already_stored: outcome == DepositOutcome::AlreadyStored,
+    };
+    s.dkgs.done(&id, answer.clone());
+    tracing::info!(peer = %peer.0, secret_id = %sid, holder, kind = %params.kind, "DKG finished: key package stored");
+    let status = if answer.already_stored {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(answer)).into_response())
+}

@@ -1,0 +1,102 @@
+//! Keys born distributed: the enroller coordinates FROST's DKG among the custodians and
+//! sees only public values.
+//!
+//! Round 1 asks every custodian for its public round-1 package; round 2 relays all of
+//! them to every custodian, each of which sends its secret round-2 packages straight to
+//! the others over the peer channel; finish has each custodian check what it received,
+//! seal and store its key package and answer the group's public key package, which must
+//! be the same everywhere. Any failure is taken back by the caller
+//! ([`crate::distribute::take_back`], which also aborts the DKG at every custodian).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use mtls::Client;
+use shard::{CustodianId, SecretId};
+use threshold::{Kind, PublicKeyPackage};
+use wire::dkg::{DkgFinish, DkgPackage, DkgPeer, DkgRound1, DkgRound2};
+
+use crate::distribute::{all_or_failed, each, Failed};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Why a DKG did not give a key.
+#[derive(Debug)]
+pub enum DkgFailed {
+    /// Custodians failed a step; each is named with its reason.
+    Custodians(Failed),
+    /// Every custodian finished, but their public key packages differ (or do not decode,
+    /// or name another threshold or holder set).
+    Disagree,
+}
+
+/// A DKG of one key among `custodians` (holder `i + 1` is `custodians[i]`, reached by its
+/// peers as `peers[i]`), for `owner`. Answers the group's public key package.
+pub async fn run(
+    custodians: &[(CustodianId, Arc<Client>)],
+    peers: &[DkgPeer],
+    owner: &str,
+    kind: Kind,
+    threshold: shard::Threshold,
+    secret_id: SecretId,
+    epoch: u32,
+) -> Result<PublicKeyPackage, DkgFailed> {
+    let sid = secret_id.to_string();
+    let round1 = DkgRound1 {
+        secret_id: sid.clone(),
+        owner: owner.to_owned(),
+        kind: kind.as_str().to_owned(),
+        t: u16::from(threshold.t()),
+        n: u16::from(threshold.n()),
+        epoch,
+        peers: peers.to_vec(),
+    };
+    let round1 = &round1;
+    let answers = all_or_failed(each(custodians, |_, c| c.call(round1)).await)
+        .map_err(DkgFailed::Custodians)?;
+    // Each custodian must answer as the holder it was given.
+    let mut packages = Vec::with_capacity(answers.len());
+    for (i, answer) in answers.into_iter().enumerate() {
+        if usize::from(answer.holder) != i + 1 {
+            return Err(DkgFailed::Disagree);
+        }
+        packages.push(DkgPackage {
+            holder: answer.holder,
+            package: answer.package,
+        });
+    }
+    let round2 = DkgRound2 {
+        secret_id: sid.clone(),
+        round1: packages,
+    };
+    let round2 = &round2;
+    let transcripts = all_or_failed(each(custodians, |_, c| c.call(round2)).await)
+        .map_err(DkgFailed::Custodians)?;
+    if transcripts
+        .windows(2)
+        .any(|w| w[0].transcript != w[1].transcript)
+    {
+        return Err(DkgFailed::Disagree);
+    }
+    let finish = DkgFinish {
+        secret_id: sid.clone(),
+    };
+    let finish = &finish;
+    let finished = all_or_failed(each(custodians, |_, c| c.call(finish)).await)
+        .map_err(DkgFailed::Custodians)?;
+    let first = finished.first().ok_or(DkgFailed::Disagree)?;
+    let agree = finished.iter().enumerate().all(|(i, f)| {
+        f.public == first.public && f.epoch == epoch && usize::from(f.holder) == i + 1
+    });
+    let public = B64
+        .decode(first.public.as_bytes())
+        .ok()
+        .and_then(|bytes| PublicKeyPackage::decode(kind, &bytes).ok())
+        .filter(|p| {
+            agree
+                && p.min_signers() == u16::from(threshold.t())
+                && p.holders().len() == usize::from(threshold.n())
+        })
+        .ok_or(DkgFailed::Disagree)?;
+    Ok(public)
+}
