@@ -9,7 +9,11 @@
 //! - a whole signing from this process (both rounds, each sent to three custodians at
 //!   once on kept-alive connections);
 //! - a whole signing by a fresh `shardctl sign` process (TLS handshakes, manifest, both
-//!   rounds, verification, the signature written).
+//!   rounds, verification, the signature written);
+//! - a key born distributed by a fresh `shardctl enroll --dkg` process (the enroller
+//!   coordinating the custodians' three DKG steps, the peer channel carrying round 2, four
+//!   key packages sealed), beside the DKG's computation alone (four holders in this
+//!   process) and a dealer-mode `shardctl enroll` in the same run.
 //!
 //! Build the binaries in release first, then run:
 //! `cargo build --release --workspace --bins && cargo bench -p shard-custodians-tests --bench sign`.
@@ -52,6 +56,38 @@ fn measure(what: &str, count: usize, budget: Duration, mut f: impl FnMut(usize))
         ms(lat.last().copied().unwrap_or_default()),
     );
     p50
+}
+
+/// The DKG's computation alone: four holders' three parts, in this process.
+fn dkg_alone(kind: Kind, n: usize) -> Duration {
+    let split = Threshold::new(3, 4).unwrap();
+    measure(
+        "DKG computation alone (4 holders, in this process)",
+        n,
+        Duration::from_secs(20),
+        |k| {
+            let mut rng = SeededRng::from_seed(Zeroizing::new([k as u8; 32]));
+            let mut secrets = BTreeMap::new();
+            let mut round1 = BTreeMap::new();
+            for h in HolderId::all(4) {
+                let (s, p) = threshold::dkg::part1(kind, h, split, &mut rng).unwrap();
+                secrets.insert(h, s);
+                round1.insert(h, p);
+            }
+            let mut seconds = BTreeMap::new();
+            let mut inbox: BTreeMap<HolderId, BTreeMap<HolderId, _>> = BTreeMap::new();
+            for (h, s) in secrets {
+                let (s2, out) = threshold::dkg::part2(s, &round1).unwrap();
+                seconds.insert(h, s2);
+                for (to, p) in out {
+                    inbox.entry(to).or_default().insert(h, p);
+                }
+            }
+            for (h, s2) in seconds {
+                threshold::dkg::part3(s2, &round1, &inbox[&h]).unwrap();
+            }
+        },
+    )
 }
 
 /// FROST alone: a dealt key, then three commitments, the package, three shares,
@@ -231,5 +267,33 @@ fn main() {
             ms(cli),
         );
     }
-    println!("DKG: not measured; keys born distributed (--dkg) are not offered yet");
+    println!("keys born distributed:");
+    let n_dkg = (n / 10).clamp(5, 20);
+    for kind in Kind::ALL {
+        println!("{kind}:");
+        let alone = dkg_alone(kind, n_dkg);
+        let dealt = measure(
+            "dealer-mode enroll by a fresh shardctl process",
+            n_dkg,
+            Duration::from_secs(30),
+            |_| {
+                alice.ok(&["enroll", "--kind", kind.as_str()]);
+            },
+        );
+        let dkg = measure(
+            "DKG enroll by a fresh shardctl process (enroll --dkg)",
+            n_dkg,
+            Duration::from_secs(60),
+            |_| {
+                alice.ok(&["enroll", "--kind", kind.as_str(), "--dkg"]);
+            },
+        );
+        println!(
+            "  => DKG of one key {:.2} ms (target p50 <= 100 ms) = {:.1} x a dealer-mode enroll, \
+             {:.1} x the DKG computation alone",
+            ms(dkg),
+            dkg.as_secs_f64() / dealt.as_secs_f64().max(1e-9),
+            dkg.as_secs_f64() / alone.as_secs_f64().max(1e-9),
+        );
+    }
 }

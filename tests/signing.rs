@@ -690,6 +690,51 @@ fn peers_json(w: &testkit::shardctl::World, addresses: &[std::net::SocketAddr]) 
         .collect()
 }
 
+/// A TLS client configuration with the PKI's certificate of `role` `name`.
+fn tls_of(w: &testkit::shardctl::World, role: &str, name: &str) -> Arc<rustls::ClientConfig> {
+    let pki = &w.cluster.pki;
+    w.cluster
+        .client_tls(
+            &pki.join(format!("{role}-{name}.pem")),
+            &pki.join(format!("{role}-{name}.key")),
+        )
+        .unwrap()
+}
+
+/// DKG round 1 with `body` at every custodian; answers the packages to relay.
+async fn round1_everywhere(coordinator: &[mtls::Client], id: &str, body: &Value) -> Vec<Value> {
+    let mut packages = Vec::new();
+    for (i, c) in coordinator.iter().enumerate() {
+        let (st, b) = call(
+            c,
+            Method::POST,
+            &format!("/v1/dkg/{id}/round1"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!((st, &b["holder"]), (200, &json!(i + 1)), "{b}");
+        packages.push(json!({ "holder": i + 1, "package": b["package"] }));
+    }
+    packages
+}
+
+/// A request that must be refused with `status` and `reason`.
+async fn refused(
+    c: &mtls::Client,
+    method: Method,
+    path: &str,
+    body: Value,
+    status: u16,
+    reason: &str,
+) {
+    let (st, b) = call(c, method, path, body).await;
+    assert_eq!(
+        (st, b["reason"].as_str()),
+        (status, Some(reason)),
+        "{path}: {b}"
+    );
+}
+
 /// A gauge or counter of custodian `i`'s plain metrics.
 fn metric_of(w: &testkit::shardctl::World, i: usize, sample: &str) -> f64 {
     let r = testkit::http::get_plain(w.cluster.nodes[i].health, "/metrics").unwrap();
@@ -755,16 +800,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
 
     // The test is now a coordinator (the enroller's certificate), speaking the DKG itself.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tls_of = |role: &str, name: &str| {
-        let pki = &w.cluster.pki;
-        w.cluster
-            .client_tls(
-                &pki.join(format!("{role}-{name}.pem")),
-                &pki.join(format!("{role}-{name}.key")),
-            )
-            .unwrap()
-    };
-    let coordinator = w.cluster.clients(&tls_of("enroller", "main"));
+    let coordinator = w.cluster.clients(&tls_of(&w, "enroller", "main"));
     let addresses: Vec<_> = w.cluster.nodes.iter().map(|n| n.addr).collect();
     rt.block_on(async {
         let id = "0123456789abcdef0123456789abcdef";
@@ -776,41 +812,40 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
             json!({ "owner": owner, "kind": "ed25519", "t": 3, "n": 4, "epoch": 1, "peers": good });
 
         // Steps out of order, bad parameters and other callers are typed refusals.
-        let (st, b) = call(&coordinator[0], Method::POST, &r2, json!({ "round1": [] })).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (404, Some("dkg_unknown")),
-            "{b}"
-        );
-        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (404, Some("dkg_unknown")),
-            "{b}"
-        );
+        refused(
+            &coordinator[0],
+            Method::POST,
+            &r2,
+            json!({ "round1": [] }),
+            404,
+            "dkg_unknown",
+        )
+        .await;
+        refused(
+            &coordinator[0],
+            Method::POST,
+            &fin,
+            json!({}),
+            404,
+            "dkg_unknown",
+        )
+        .await;
         let mut bad = body.clone();
         bad["t"] = json!(5);
-        let (st, b) = call(&coordinator[0], Method::POST, &r1, bad).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (400, Some("invalid_dkg")),
-            "{b}"
-        );
+        refused(&coordinator[0], Method::POST, &r1, bad, 400, "invalid_dkg").await;
         let mut bad = body.clone();
         bad["kind"] = json!("p256");
-        let (st, b) = call(&coordinator[0], Method::POST, &r1, bad).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (400, Some("invalid_dkg")),
-            "{b}"
-        );
+        refused(&coordinator[0], Method::POST, &r1, bad, 400, "invalid_dkg").await;
         let user = clients_of(&w, &alice);
-        let (st, b) = call(&user[0], Method::POST, &r1, body.clone()).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (403, Some("role_not_allowed")),
-            "{b}"
-        );
+        refused(
+            &user[0],
+            Method::POST,
+            &r1,
+            body.clone(),
+            403,
+            "role_not_allowed",
+        )
+        .await;
 
         // Round 1 everywhere; repeated, it answers the same package; changed, it is refused.
         let mut packages = Vec::new();
@@ -824,63 +859,79 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
         }
         let mut changed = body.clone();
         changed["epoch"] = json!(2);
-        let (st, b) = call(&coordinator[0], Method::POST, &r1, changed).await;
-        assert_eq!((st, b["reason"].as_str()), (409, Some("dkg_exists")), "{b}");
-        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (409, Some("dkg_out_of_order")),
-            "{b}"
-        );
+        refused(
+            &coordinator[0],
+            Method::POST,
+            &r1,
+            changed,
+            409,
+            "dkg_exists",
+        )
+        .await;
+        refused(
+            &coordinator[0],
+            Method::POST,
+            &fin,
+            json!({}),
+            409,
+            "dkg_out_of_order",
+        )
+        .await;
 
         // The peer channel takes only the custodian named for the sending holder.
         let peer_path = format!("/v1/peer/dkg/{id}");
         let package =
             json!({ "from": 2, "to": 1, "transcript": B64.encode([0u8; 32]), "package": "AAAA" });
         for (who, reason) in [
-            (tls_of("enroller", "main"), "role_not_allowed"),
-            (tls_of("custodian", "c3"), "not_the_peer"),
+            (tls_of(&w, "enroller", "main"), "role_not_allowed"),
+            (tls_of(&w, "custodian", "c3"), "not_the_peer"),
         ] {
             let c = w.cluster.client(0, who).unwrap();
             let (st, b) = call(&c, Method::PUT, &peer_path, package.clone()).await;
             assert_eq!((st / 100, b["reason"].as_str()), (4, Some(reason)), "{b}");
         }
-        let c2_at_c1 = w.cluster.client(0, tls_of("custodian", "c2")).unwrap();
-        let (st, b) = call(&c2_at_c1, Method::PUT, &peer_path, package.clone()).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (400, Some("invalid_round2_package")),
-            "{b}"
-        );
+        let c2_at_c1 = w.cluster.client(0, tls_of(&w, "custodian", "c2")).unwrap();
+        refused(
+            &c2_at_c1,
+            Method::PUT,
+            &peer_path,
+            package.clone(),
+            400,
+            "invalid_round2_package",
+        )
+        .await;
         let other = format!("/v1/peer/dkg/{}", "f".repeat(32));
-        let (st, b) = call(&c2_at_c1, Method::PUT, &other, package.clone()).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (404, Some("dkg_unknown")),
-            "{b}"
-        );
+        refused(
+            &c2_at_c1,
+            Method::PUT,
+            &other,
+            package.clone(),
+            404,
+            "dkg_unknown",
+        )
+        .await;
 
         // A relayed set that alters c1's own round-1 package ends the DKG at c1.
         let mut altered = packages.clone();
         altered[0]["package"] = packages[1]["package"].clone();
-        let (st, b) = call(
+        refused(
             &coordinator[0],
             Method::POST,
             &r2,
             json!({ "round1": altered }),
+            400,
+            "invalid_round1_package",
         )
         .await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (400, Some("invalid_round1_package")),
-            "{b}"
-        );
-        let (st, b) = call(&coordinator[0], Method::POST, &fin, json!({})).await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (404, Some("dkg_unknown")),
-            "{b}"
-        );
+        refused(
+            &coordinator[0],
+            Method::POST,
+            &fin,
+            json!({}),
+            404,
+            "dkg_unknown",
+        )
+        .await;
         for c in &coordinator {
             c.delete(&id.parse().unwrap(), None).await.ok();
         }
@@ -894,18 +945,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
             "owner": owner, "kind": "ed25519", "t": 3, "n": 4, "epoch": 1,
             "peers": peers_json(&w, &misrouted),
         });
-        let mut packages = Vec::new();
-        for (i, c) in coordinator.iter().enumerate() {
-            let (st, b) = call(
-                c,
-                Method::POST,
-                &format!("/v1/dkg/{id}/round1"),
-                body.clone(),
-            )
-            .await;
-            assert_eq!(st, 200, "{b}");
-            packages.push(json!({ "holder": i + 1, "package": b["package"] }));
-        }
+        let packages = round1_everywhere(&coordinator, id, &body).await;
         let peer_dkg_at_c3 = |status: u16| {
             metric_of(
                 &w,
@@ -914,18 +954,15 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
             )
         };
         let before = peer_dkg_at_c3(201);
-        let (st, b) = call(
+        refused(
             &coordinator[0],
             Method::POST,
             &format!("/v1/dkg/{id}/round2"),
             json!({ "round1": packages }),
+            502,
+            "peer_wrong_identity",
         )
         .await;
-        assert_eq!(
-            (st, b["reason"].as_str()),
-            (502, Some("peer_wrong_identity")),
-            "{b}"
-        );
         // c3 took exactly the one package meant for it (holder 3), not holder 2's.
         assert_eq!(peer_dkg_at_c3(201) - before, 1.0);
         assert_eq!(
@@ -947,6 +984,79 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
     for i in 0..4 {
         assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
     }
+
+    // kill -9 of a custodian between round 2 and finish: the others store their packages
+    // (a repeated finish answers the same), the restarted one has forgotten the DKG, and
+    // the coordinator's abort takes back every package.
+    let id = "00112233445566778899aabbccddeeff";
+    let body = json!({
+        "owner": owner, "kind": "secp256k1-tr", "t": 3, "n": 4, "epoch": 1,
+        "peers": peers_json(&w, &addresses),
+    });
+    let packages: Vec<Value> = rt.block_on(async {
+        let packages = round1_everywhere(&coordinator, id, &body).await;
+        for c in &coordinator {
+            let (st, b) = call(
+                c,
+                Method::POST,
+                &format!("/v1/dkg/{id}/round2"),
+                json!({ "round1": packages }),
+            )
+            .await;
+            assert_eq!(st, 200, "{b}");
+        }
+        packages
+    });
+    w.cluster.nodes[1].kill9();
+    w.cluster.nodes[1].start().unwrap();
+    w.cluster.wait_ready(1).unwrap();
+    let coordinator = w.cluster.clients(&tls_of(&w, "enroller", "main"));
+    rt.block_on(async {
+        let fin = format!("/v1/dkg/{id}/finish");
+        let mut public = None;
+        for i in [0, 2, 3] {
+            let (st, b) = call(&coordinator[i], Method::POST, &fin, json!({})).await;
+            assert_eq!(st, 201, "{b}");
+            let (st, again) = call(&coordinator[i], Method::POST, &fin, json!({})).await;
+            assert_eq!(
+                (st, &again["public"], &again["already_stored"]),
+                (200, &b["public"], &json!(true))
+            );
+            assert!(public.get_or_insert(b["public"].clone()) == &b["public"]);
+        }
+        refused(
+            &coordinator[1],
+            Method::POST,
+            &fin,
+            json!({}),
+            404,
+            "dkg_unknown",
+        )
+        .await;
+        // A repeated round 2 at the restarted custodian cannot revive it either.
+        refused(
+            &coordinator[1],
+            Method::POST,
+            &format!("/v1/dkg/{id}/round2"),
+            json!({ "round1": packages }),
+            404,
+            "dkg_unknown",
+        )
+        .await;
+        for c in &coordinator {
+            c.delete(&id.parse().unwrap(), None).await.ok();
+        }
+        for i in 0..4 {
+            assert!(
+                !w.cluster
+                    .shards_of(i, &owner)
+                    .await
+                    .contains(&id.to_owned()),
+                "c{}",
+                i + 1
+            );
+        }
+    });
 
     // A DKG with one custodian down fails cleanly, naming it, and leaves no key package
     // (and no DKG state) behind anywhere.

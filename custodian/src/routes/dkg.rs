@@ -27,26 +27,13 @@ use wire::Reason;
 
 use super::shards::{seal_and_store, Deposited};
 use super::signing::fresh_rng;
+use super::step_error;
 use super::{
     blocking, event, json_body, parse_id, refuse, refuse_with, require, ApiError, AppState, Peer,
     Shared, B64,
 };
 use crate::dkg::{Finish, Outgoing, Params, Round2Start, Step};
 use crate::store::DepositOutcome;
-
-/// The refusal of a step that does not fit the DKG's state.
-pub(crate) fn step_error(step: Step) -> ApiError {
-    let (status, reason) = match step {
-        Step::Unknown => (StatusCode::NOT_FOUND, Reason::DkgUnknown),
-        Step::Exists => (StatusCode::CONFLICT, Reason::DkgExists),
-        Step::OutOfOrder => (StatusCode::CONFLICT, Reason::DkgOutOfOrder),
-        Step::Full => (StatusCode::SERVICE_UNAVAILABLE, Reason::TooManyDkgs),
-        Step::Incomplete => (StatusCode::CONFLICT, Reason::DkgIncomplete),
-        Step::TranscriptMismatch => (StatusCode::CONFLICT, Reason::DkgTranscriptMismatch),
-        Step::Conflict => (StatusCode::CONFLICT, Reason::DkgPackageConflict),
-    };
-    ApiError::new(status, reason)
-}
 
 /// The checks every step starts with, each refusal audited as `op`: the key id, the
 /// enroller's role and the body.

@@ -245,6 +245,22 @@ pub(crate) fn json_body<T>(
     })
 }
 
+/// The refusal of a step that does not fit the DKG's state.
+pub(crate) fn step_error(step: crate::dkg::Step) -> ApiError {
+    let (status, reason) = match step {
+        crate::dkg::Step::Unknown => (StatusCode::NOT_FOUND, Reason::DkgUnknown),
+        crate::dkg::Step::Exists => (StatusCode::CONFLICT, Reason::DkgExists),
+        crate::dkg::Step::OutOfOrder => (StatusCode::CONFLICT, Reason::DkgOutOfOrder),
+        crate::dkg::Step::Full => (StatusCode::SERVICE_UNAVAILABLE, Reason::TooManyDkgs),
+        crate::dkg::Step::Incomplete => (StatusCode::CONFLICT, Reason::DkgIncomplete),
+        crate::dkg::Step::TranscriptMismatch => {
+            (StatusCode::CONFLICT, Reason::DkgTranscriptMismatch)
+        }
+        crate::dkg::Step::Conflict => (StatusCode::CONFLICT, Reason::DkgPackageConflict),
+    };
+    ApiError::new(status, reason)
+}
+
 pub(crate) fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<(), ApiError> {
     if peer.0.trust_domain() != &s.trust_domain {
         return Err(ApiError::new(

@@ -23,8 +23,9 @@ use threshold::Zeroizing;
 use wire::dkg::{PeerDkg, PeerDkgResponse};
 use wire::Reason;
 
-use super::dkg::step_error;
-use super::{json_body, parse_id, refuse, require, ApiError, AppState, Peer, Shared, B64};
+use super::{
+    json_body, parse_id, refuse, require, step_error, ApiError, AppState, Peer, Shared, B64,
+};
 use crate::dkg::{Outgoing, Params, Step};
 
 /// How long one peer may take to take its package: both tries and the pause between

@@ -3,8 +3,8 @@
 //! on their own loopback addresses; then, with `shardctl` only, an admin invites alice,
 //! she registers, logs in and enrolls a P-256 key; one custodian is stopped; she
 //! recovers the key from the other three and the demo proves it by a signature that
-//! verifies with the enrolled public key. Then she makes an Ed25519 key that never
-//! leaves the custodians, three of them sign a note with their sealed shares, and
+//! verifies with the enrolled public key. Then the custodians make an Ed25519 key
+//! among themselves (DKG), so that no machine ever holds it, three of them sign a note with their sealed shares, and
 //! OpenSSL verifies the signature.
 //!
 //! `--keep` leaves the cluster running (until Ctrl-C) and prints how to talk to it.
@@ -208,15 +208,17 @@ fn run(keep: bool) -> Result<(), String> {
         })?;
     say("signed a message with the recovered key; it verifies with the enrolled public key");
 
-    println!("\n7. Alice makes an Ed25519 key that never leaves the custodians, and signs with it");
+    println!(
+        "\n7. Alice has the custodians make an Ed25519 key among themselves, and signs with it"
+    );
     // An enrollment needs every custodian; c2 comes back for it and goes away again.
     cluster.nodes[1].start()?;
     cluster.wait_ready(1)?;
-    say("c2 restarted: an enrollment deposits a key package at every custodian");
-    let made = json(&sh.run(&["--json", "enroll", "--kind", "ed25519"], &[])?)?;
+    say("c2 restarted: a key is made by every custodian together");
+    let made = json(&sh.run(&["--json", "enroll", "--kind", "ed25519", "--dkg"], &[])?)?;
     let key_id = made["secret_id"].as_str().ok_or("no key id")?.to_owned();
     say(&format!(
-        "key {key_id}: split into FROST key packages, one sealed at each custodian; no machine holds it whole from now on"
+        "key {key_id}: born distributed (FROST's DKG; the custodians sent their secret shares to each other over mutual TLS, the enroller relayed only public packages); each custodian sealed its key package; no machine ever held the key"
     ));
     cluster.nodes[1].stop()?;
     say("c2 stopped again");
