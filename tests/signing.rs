@@ -15,7 +15,7 @@ use mtls::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use testkit::shardctl::{world, User};
-use testkit::signing::{call, clients_of, commit, session, sign_directly, sign_round};
+use testkit::signing::{call, clients_of, commit, refused, session, sign_directly, sign_round};
 use threshold::{
     deal, GroupKey, HolderId, KeyEnvelope, Kind, SeededRng, Signature, SigningPackage, Threshold,
     Zeroizing,
@@ -690,17 +690,6 @@ fn peers_json(w: &testkit::shardctl::World, addresses: &[std::net::SocketAddr]) 
         .collect()
 }
 
-/// A TLS client configuration with the PKI's certificate of `role` `name`.
-fn tls_of(w: &testkit::shardctl::World, role: &str, name: &str) -> Arc<rustls::ClientConfig> {
-    let pki = &w.cluster.pki;
-    w.cluster
-        .client_tls(
-            &pki.join(format!("{role}-{name}.pem")),
-            &pki.join(format!("{role}-{name}.key")),
-        )
-        .unwrap()
-}
-
 /// DKG round 1 with `body` at every custodian; answers the packages to relay.
 async fn round1_everywhere(coordinator: &[mtls::Client], id: &str, body: &Value) -> Vec<Value> {
     let mut packages = Vec::new();
@@ -716,29 +705,6 @@ async fn round1_everywhere(coordinator: &[mtls::Client], id: &str, body: &Value)
         packages.push(json!({ "holder": i + 1, "package": b["package"] }));
     }
     packages
-}
-
-/// A request that must be refused with `status` and `reason`.
-async fn refused(
-    c: &mtls::Client,
-    method: Method,
-    path: &str,
-    body: Value,
-    status: u16,
-    reason: &str,
-) {
-    let (st, b) = call(c, method, path, body).await;
-    assert_eq!(
-        (st, b["reason"].as_str()),
-        (status, Some(reason)),
-        "{path}: {b}"
-    );
-}
-
-/// A gauge or counter of custodian `i`'s plain metrics.
-fn metric_of(w: &testkit::shardctl::World, i: usize, sample: &str) -> f64 {
-    let r = testkit::http::get_plain(w.cluster.nodes[i].health, "/metrics").unwrap();
-    testkit::http::metric(&r.text(), sample)
 }
 
 #[test]
@@ -792,7 +758,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
     }
     // Nothing of the DKGs is left in memory anywhere.
     for i in 0..4 {
-        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0);
+        assert_eq!(w.metric(i, "custodian_dkgs_open"), 0.0);
     }
     // --dkg is for signing kinds only, and not with --import.
     let err = alice.fails(&["enroll", "--dkg", "--kind", "p256"]);
@@ -800,7 +766,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
 
     // The test is now a coordinator (the enroller's certificate), speaking the DKG itself.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let coordinator = w.cluster.clients(&tls_of(&w, "enroller", "main"));
+    let coordinator = w.cluster.clients(&w.tls_of("enroller", "main"));
     let addresses: Vec<_> = w.cluster.nodes.iter().map(|n| n.addr).collect();
     rt.block_on(async {
         let id = "0123456789abcdef0123456789abcdef";
@@ -883,14 +849,14 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
         let package =
             json!({ "from": 2, "to": 1, "transcript": B64.encode([0u8; 32]), "package": "AAAA" });
         for (who, reason) in [
-            (tls_of(&w, "enroller", "main"), "role_not_allowed"),
-            (tls_of(&w, "custodian", "c3"), "not_the_peer"),
+            (w.tls_of("enroller", "main"), "role_not_allowed"),
+            (w.tls_of("custodian", "c3"), "not_the_peer"),
         ] {
             let c = w.cluster.client(0, who).unwrap();
             let (st, b) = call(&c, Method::PUT, &peer_path, package.clone()).await;
             assert_eq!((st / 100, b["reason"].as_str()), (4, Some(reason)), "{b}");
         }
-        let c2_at_c1 = w.cluster.client(0, tls_of(&w, "custodian", "c2")).unwrap();
+        let c2_at_c1 = w.cluster.client(0, w.tls_of("custodian", "c2")).unwrap();
         refused(
             &c2_at_c1,
             Method::PUT,
@@ -947,8 +913,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
         });
         let packages = round1_everywhere(&coordinator, id, &body).await;
         let peer_dkg_at_c3 = |status: u16| {
-            metric_of(
-                &w,
+            w.metric(
                 2,
                 &format!("custodian_requests_total{{route=\"peer_dkg\",status=\"{status}\"}}"),
             )
@@ -982,7 +947,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
         }
     });
     for i in 0..4 {
-        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
+        assert_eq!(w.metric(i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
     }
 
     // kill -9 of a custodian between round 2 and finish: the others store their packages
@@ -1010,7 +975,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
     w.cluster.nodes[1].kill9();
     w.cluster.nodes[1].start().unwrap();
     w.cluster.wait_ready(1).unwrap();
-    let coordinator = w.cluster.clients(&tls_of(&w, "enroller", "main"));
+    let coordinator = w.cluster.clients(&w.tls_of("enroller", "main"));
     rt.block_on(async {
         let fin = format!("/v1/dkg/{id}/finish");
         let mut public = None;
@@ -1080,7 +1045,7 @@ fn keys_born_distributed_sign_and_no_coordinator_sees_or_misroutes_a_share() {
             "c{}",
             i + 1
         );
-        assert_eq!(metric_of(&w, i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
+        assert_eq!(w.metric(i, "custodian_dkgs_open"), 0.0, "c{}", i + 1);
     }
     w.cluster.nodes[3].start().unwrap();
     w.cluster.wait_ready(3).unwrap();

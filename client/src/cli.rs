@@ -119,6 +119,20 @@ pub enum Command {
         deadline_ms: u64,
     },
 
+    /// Check every custodian's share of a secret (or key) without recovering it.
+    ///
+    /// Each custodian unseals its share inside, checks it against the signed manifest's
+    /// commitment for it (salted commitment of a shard, Feldman's check and the holder
+    /// digest of a signing key) and answers ok or bad; the share never leaves it. Exits 0
+    /// only when every custodian's share checks.
+    Verify {
+        /// The secret id `shardctl enroll` printed.
+        secret_id: String,
+        /// How long each custodian may take to answer, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = crate::outcome::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+    },
+
     /// Print a signing key's group public key.
     ///
     /// PEM (SubjectPublicKeyInfo) for ed25519, x-only hex (BIP340) for secp256k1-tr, SEC1

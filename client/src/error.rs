@@ -316,6 +316,15 @@ pub enum CliError {
         /// Every custodian's outcome.
         outcomes: Vec<crate::outcome::Outcome>,
     },
+    /// Not every custodian's share checked (`shardctl verify`).
+    NotVerified {
+        /// The secret.
+        secret_id: String,
+        /// How many checked.
+        ok: usize,
+        /// Every custodian's outcome.
+        outcomes: Vec<crate::outcome::Outcome>,
+    },
     /// The aggregated signature does not verify against the manifest's group key.
     SignatureInvalid(String),
     /// A signing step failed locally.
@@ -659,6 +668,23 @@ impl fmt::Display for CliError {
                 "{} is larger than 64 KiB; sign a digest of it instead",
                 path.display()
             ),
+            CliError::NotVerified {
+                secret_id,
+                ok,
+                outcomes,
+            } => {
+                let failed = outcomes
+                    .iter()
+                    .filter(|o| o.result != "ok")
+                    .map(|o| o.line())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                write!(
+                    f,
+                    "{secret_id}: {ok} of {} custodians' shares check; {failed}",
+                    outcomes.len()
+                )
+            }
             CliError::NotEnoughSigners {
                 secret_id,
                 got,
@@ -719,6 +745,12 @@ impl CliError {
                 "wrong_kind"
             }
             CliError::NotEnoughSigners { .. } => "not_enough_signers",
+            CliError::NotVerified { outcomes, .. }
+                if outcomes.iter().any(|o| o.result == "bad") =>
+            {
+                "shares_bad"
+            }
+            CliError::NotVerified { .. } => "not_verified",
             CliError::NotEnoughShards { .. } => "not_enough_shards",
             CliError::EnrollFailed { .. } => "enroll_failed",
             CliError::AlreadyExists(_) | CliError::OutExists(_) => "already_exists",
@@ -752,6 +784,10 @@ impl CliError {
                 v["got"] = (*got).into();
                 v["needed"] = (*needed).into();
                 v["step"] = (*step).into();
+                v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
+            }
+            CliError::NotVerified { ok, outcomes, .. } => {
+                v["ok"] = (*ok).into();
                 v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
             }
             CliError::EnrollFailed { custodians, .. } => {

@@ -23,6 +23,7 @@ mod secrets;
 mod session;
 mod sign;
 mod status;
+mod verify;
 
 use std::cell::OnceCell;
 use std::future::Future;
@@ -128,6 +129,10 @@ fn main() -> ExitCode {
             deadline_ms,
         } => sign::sign(&ctx, &secret_id, &input, out.as_deref(), deadline_ms),
         cli::Command::Pubkey { secret_id } => sign::pubkey(&ctx, &secret_id),
+        cli::Command::Verify {
+            secret_id,
+            deadline_ms,
+        } => verify::verify(&ctx, &secret_id, deadline_ms),
         cli::Command::Secrets => secrets::list(&ctx),
         cli::Command::Recover {
             secret_id,

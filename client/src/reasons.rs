@@ -241,6 +241,8 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::PeerWrongIdentity
         | Reason::PeerRefused
         | Reason::DkgNotForKind
+        | Reason::InvalidCommitment
+        | Reason::CommitmentMismatch
         | Reason::Unknown => None,
     }
 }

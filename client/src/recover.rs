@@ -30,12 +30,7 @@ pub fn recover(
     deadline_ms: u64,
     wait_all: bool,
 ) -> Result<Report, CliError> {
-    let secret_id: SecretId = secret_id
-        .parse()
-        .map_err(|_| CliError::InvalidSecretId(secret_id.to_owned()))?;
-    if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
-        return Err(CliError::InvalidDeadline(deadline_ms));
-    }
+    let secret_id = secret_and_deadline(secret_id, deadline_ms)?;
     check_out(out)?;
     let Owned {
         config,
@@ -128,6 +123,16 @@ pub fn recover(
     }
     report.text = text;
     Ok(report)
+}
+
+/// A secret id and a per-custodian deadline from the command line, checked.
+pub(crate) fn secret_and_deadline(secret_id: &str, deadline_ms: u64) -> Result<SecretId, CliError> {
+    if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
+        return Err(CliError::InvalidDeadline(deadline_ms));
+    }
+    secret_id
+        .parse()
+        .map_err(|_| CliError::InvalidSecretId(secret_id.to_owned()))
 }
 
 /// What a command on one of the user's secrets starts with: the configuration, a fresh

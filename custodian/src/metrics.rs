@@ -26,6 +26,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     handshakes_refused: Mutex<BTreeMap<&'static str, u64>>,
+    shares_verified: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -47,6 +48,11 @@ impl Metrics {
     /// Counts one refused handshake.
     pub fn handshake_refused(&self, reason: &'static str) {
         *locked(&self.handshakes_refused).entry(reason).or_default() += 1;
+    }
+
+    /// Counts one share check's verdict (`ok` or `bad`).
+    pub fn share_verified(&self, verdict: &'static str) {
+        *locked(&self.shares_verified).entry(verdict).or_default() += 1;
     }
 
     /// Prometheus text exposition, with `shards_stored` as a gauge.
@@ -90,6 +96,13 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "custodian_handshakes_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# TYPE custodian_shares_verified_total counter");
+        for (verdict, n) in locked(&self.shares_verified).iter() {
+            let _ = writeln!(
+                out,
+                "custodian_shares_verified_total{{verdict=\"{verdict}\"}} {n}"
             );
         }
         if let Some(n) = shards_stored {

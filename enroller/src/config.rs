@@ -35,6 +35,9 @@
 //! request_timeout_ms = 30000          # one request, body included; then 408
 //! backoff_max_seconds = 300              # cap of the per-user back-off after 3 failures
 //!
+//! [checks]
+//! interval_seconds = 86400               # scheduled share checks; 0 turns them off
+//!
 //! [log]
 //! format = "text"
 //! level = "info"
@@ -79,6 +82,9 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Scheduled share checks.
+    #[serde(default)]
+    pub checks: Checks,
     /// Logging.
     #[serde(default)]
     pub log: Log,
@@ -98,6 +104,22 @@ pub struct CustodianConfig {
     pub address: SocketAddr,
     /// A DNS or IP name in its certificate.
     pub server_name: String,
+}
+
+/// Scheduled share checks ([`crate::checks`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// Seconds between two passes over every enrollment; 0 turns them off.
+    pub interval_seconds: u64,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            interval_seconds: 86_400,
+        }
+    }
 }
 
 /// Limits.
@@ -147,6 +169,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.invitation_ttl_seconds", Kind::Int),
     ("limits.deposit_timeout_ms", Kind::Int),
     ("limits.backoff_max_seconds", Kind::Int),
+    ("checks.interval_seconds", Kind::Int),
 ];
 
 /// The environment variable that overrides `key`.

@@ -10,6 +10,7 @@
 //! | [`password`] | the password policy and peppered Argon2id hashing |
 //! | [`totp`] | RFC 6238 codes |
 //! | [`token`] | the PKCS#11 token's keys: manifest signing, user CA, pepper, TOTP sealing |
+//! | [`checks`] | scheduled share checks at every custodian (verdicts, never shares) |
 //! | [`config`] | the configuration file |
 //!
 //! The binary (`enroller init | serve | health`) is a thin shell over this library; the
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checks;
 pub mod config;
 pub mod distribute;
 pub mod dkg;

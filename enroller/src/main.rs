@@ -222,6 +222,12 @@ fn serve(cfg: Config) -> Result<(), String> {
     let health = cfg
         .health_listen
         .map(|addr| (addr, enroller::routes::health_router(state.clone())));
+    let checks = (cfg.checks.interval_seconds > 0).then(|| {
+        (
+            state.clone(),
+            Duration::from_secs(cfg.checks.interval_seconds),
+        )
+    });
     let router = enroller::routes::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {
         ca: cfg.tls.ca.clone(),
@@ -240,6 +246,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        if let Some((state, every)) = checks {
+            tokio::spawn(enroller::checks::run(state, every));
+        }
         if let Some((addr, app)) = health {
             svc::serve_plain_health(addr, app)
                 .await

@@ -119,6 +119,9 @@ pub struct EnrollmentRow {
     pub created_at: i64,
 }
 
+/// A secret id's bytes and its encoded signed manifest.
+pub type StoredManifest = ([u8; 16], Vec<u8>);
+
 /// The enroller's database.
 pub struct Db {
     conn: Mutex<Connection>,
@@ -399,6 +402,33 @@ impl Db {
             params![&id[..], e.owner, e.epoch, e.kind, e.public_key, e.manifest, e.created_at],
         )?;
         Ok(())
+    }
+
+    /// Up to `limit` manifests of every owner, by secret id after `after`: `(secret id
+    /// bytes, encoded signed manifest)`. For the scheduled share checks.
+    pub fn manifests_after(
+        &self,
+        after: Option<&[u8; 16]>,
+        limit: u32,
+    ) -> Result<Vec<StoredManifest>, DbError> {
+        let c = self.conn();
+        let mut s = c.prepare(
+            "SELECT secret_id, manifest FROM enrollments WHERE secret_id > ?1
+             ORDER BY secret_id LIMIT ?2",
+        )?;
+        let after: &[u8] = after.map_or(&[], |a| &a[..]);
+        let rows = s.query_map(params![after, limit], |r| {
+            let id: Vec<u8> = r.get(0)?;
+            Ok((id, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, manifest) = row?;
+            if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
+                out.push((id, manifest));
+            }
+        }
+        Ok(out)
     }
 
     /// The enrollments of `owner`, oldest first.

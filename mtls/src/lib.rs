@@ -403,6 +403,23 @@ impl Client {
         })
     }
 
+    /// Checks the custodian's share of `secret_id` (at `epoch`, or the newest) against the
+    /// manifest's `commitment` for it, without the share leaving the custodian (the
+    /// owner's or the enroller's certificate). A verdict, `ok` or `bad`, is an answer.
+    pub async fn verify(
+        &self,
+        secret_id: &shard::SecretId,
+        epoch: Option<u32>,
+        commitment: &[u8; 32],
+    ) -> Result<wire::custodian::VerifyResponse, Error> {
+        self.call(&wire::custodian::Verify {
+            secret_id: secret_id.to_string(),
+            epoch,
+            commitment: hex::encode(commitment),
+        })
+        .await
+    }
+
     /// Deletes the shard(s) of `secret_id` at a custodian (enroller or admin certificate).
     pub async fn delete(
         &self,

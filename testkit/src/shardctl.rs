@@ -89,6 +89,25 @@ pub struct User {
 }
 
 impl World {
+    /// A TLS client configuration presenting the PKI's certificate of `role` `name` (a
+    /// service's, `enroller`/`main` or `custodian`/`c3`, or an issued one).
+    pub fn tls_of(&self, role: &str, name: &str) -> std::sync::Arc<certs::rustls::ClientConfig> {
+        let pki = &self.cluster.pki;
+        self.cluster
+            .client_tls(
+                &pki.join(format!("{role}-{name}.pem")),
+                &pki.join(format!("{role}-{name}.key")),
+            )
+            .unwrap_or_else(|e| panic!("TLS configuration of {role} {name}: {e}"))
+    }
+
+    /// One sample of custodian `i`'s plain metrics (`name{labels}`), 0 when absent.
+    pub fn metric(&self, i: usize, sample: &str) -> f64 {
+        let r = crate::http::get_plain(self.cluster.nodes[i].health, "/metrics")
+            .unwrap_or_else(|e| panic!("metrics of {}: {e}", self.cluster.nodes[i].name));
+        crate::http::metric(&r.text(), sample)
+    }
+
     /// A home for `name` with the configuration at the XDG path, and the password file.
     pub fn user(&self, name: &str) -> User {
         let home = self.dir.path().join(name);

@@ -34,6 +34,23 @@ pub async fn call(c: &Client, method: Method, path: &str, body: Value) -> (u16, 
     )
 }
 
+/// A request that must be refused with `status` and `reason`.
+pub async fn refused(
+    c: &Client,
+    method: Method,
+    path: &str,
+    body: Value,
+    status: u16,
+    reason: &str,
+) {
+    let (st, b) = call(c, method, path, body).await;
+    assert_eq!(
+        (st, b["reason"].as_str()),
+        (status, Some(reason)),
+        "{path}: {b}"
+    );
+}
+
 /// A session id of 32 hex digits made from `n`.
 pub fn session(n: u8) -> String {
     hex::encode([n; 16])

@@ -6,6 +6,7 @@
 //! | [`Release`] | `GET /v1/shards/{id}[?epoch=N]` | the owner | 200 with the envelope |
 //! | [`Delete`] | `DELETE /v1/shards/{id}[?epoch=N]` | enroller, admin | 200 with the count |
 //! | [`List`] | `GET /v1/shards[?after=ID&limit=N]` | admin | 200 with metadata, never bytes |
+//! | [`Verify`] | `POST /v1/shards/{id}/verify` | the owner, the enroller | 200 with the verdict, never the share |
 //! | [`Commit`] | `POST /v1/keys/{id}/commit` | the owner | 200 with round 1's commitments |
 //! | [`Sign`] | `POST /v1/keys/{id}/sign` | the owner | 200 with round 2's signature share |
 //! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 |
@@ -267,6 +268,56 @@ pub struct SignResponse {
     pub share: String,
 }
 
+/// A share check without recovery (the owner's certificate, or the enroller's for its
+/// scheduled checks): the custodian unseals its shard or key package inside, checks it
+/// against `commitment` (the signed manifest's entry for this custodian) and answers a
+/// verdict; the share never leaves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Secret id (hex); in the path, not the body.
+    #[serde(skip)]
+    pub secret_id: String,
+    /// The epoch to check; the newest when absent.
+    #[serde(default)]
+    pub epoch: Option<u32>,
+    /// The manifest's commitment for this custodian, 64 hex digits: the salted commitment
+    /// of a shard, or the holder digest of a signing key's verifying share.
+    pub commitment: String,
+}
+
+impl crate::Request for Verify {
+    const METHOD: crate::Method = crate::Method::Post;
+    const ROUTE: &'static str = "/v1/shards/{id}/verify";
+    type Response = VerifyResponse;
+    fn path(&self) -> String {
+        format!("/v1/shards/{}/verify", self.secret_id)
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        crate::json_body(self)
+    }
+}
+
+/// A share check's verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// Epoch of the checked row.
+    pub epoch: u32,
+    /// Shard index (holder number of a signing key).
+    pub index: u8,
+    /// `shard`, or the signing key's kind.
+    pub kind: String,
+    /// `ok`: the stored share unseals and matches the commitment (and, for a signing key,
+    /// its key package passes Feldman's check); `bad`: it does not.
+    pub verdict: String,
+    /// Why a `bad` verdict: `commitment_mismatch`, `stored_envelope_invalid`, or the
+    /// sealed blob's failure (`sealed_blob_integrity`, `sealed_blob_context`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Health (any certificate of the trust domain).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health;
@@ -297,6 +348,7 @@ pub struct Metrics;
 request!(Metrics, Get, "/v1/metrics", Text);
 
 json_answers!(
+    VerifyResponse,
     CommitResponse,
     SignResponse,
     DepositResponse,

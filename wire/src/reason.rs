@@ -143,6 +143,13 @@ reasons! {
     /// 1 answered; nothing was signed and the session is spent.
     CommitmentAltered = "commitment_altered", retry: false;
 
+    // ---- custodian: share checks ----
+    /// The commitment to check against is not 64 hex digits.
+    InvalidCommitment = "invalid_commitment", retry: false;
+    /// A share check's `bad` verdict: the stored share does not match the manifest's
+    /// commitment for it (a verdict's reason, not a refusal).
+    CommitmentMismatch = "commitment_mismatch", retry: false;
+
     // ---- custodian: keys born distributed (DKG) and the peer channel ----
     /// The DKG's parameters are not valid: kind, threshold, holders, peers or owner.
     InvalidDkg = "invalid_dkg", retry: false;

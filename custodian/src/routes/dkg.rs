@@ -29,8 +29,7 @@ use super::shards::{seal_and_store, Deposited};
 use super::signing::fresh_rng;
 use super::step_error;
 use super::{
-    blocking, event, json_body, parse_id, refuse, refuse_with, require, ApiError, AppState, Peer,
-    Shared, B64,
+    blocking, event, keyed_body, refuse, refuse_with, ApiError, AppState, Peer, Shared, B64,
 };
 use crate::dkg::{Finish, Outgoing, Params, Round2Start, Step};
 use crate::store::DepositOutcome;
@@ -44,15 +43,7 @@ async fn start<T>(
     raw_id: &str,
     body: Result<Json<T>, JsonRejection>,
 ) -> Result<(SecretId, String, T), ApiError> {
-    let id = match parse_id(raw_id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(s, peer, op, "", -1, e).await),
-    };
-    let sid = id.to_string();
-    match require(s, peer, &[Role::Enroller]).and_then(|()| json_body(body)) {
-        Ok(req) => Ok((id, sid, req)),
-        Err(e) => Err(refuse(s, peer, op, &sid, -1, e).await),
-    }
+    keyed_body(s, peer, op, raw_id, &[Role::Enroller], body, Ok).await
 }
 
 /// Round 1's parameters, checked: a user owner of this trust domain, a signing kind, a

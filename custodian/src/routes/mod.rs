@@ -5,16 +5,18 @@
 //! | module | capability | routes |
 //! |---|---|---|
 //! | [`shards`] | deposit, release, delete, list | `/v1/shards`, `/v1/shards/{id}` |
+//! | [`epochs`] | share checks without recovery | `/v1/shards/{id}/verify` |
 //! | [`signing`] | threshold signing rounds | `/v1/keys/{id}/commit`, `/v1/keys/{id}/sign` |
 //! | [`dkg`] | keys born distributed, coordinated by the enroller | `/v1/dkg/{id}/round1`, `/round2`, `/finish` |
 //! | [`peer`] | the custodian-to-custodian channel | `/v1/peer/dkg/{id}` |
 //! | [`ops`] | health and metrics | `/v1/health`, `/v1/metrics`, the plain health port |
 //!
-//! The next capabilities get modules of their own beside these: `epochs` (refresh,
-//! reshare, repair, share checks; their sub-shares take [`peer`] too) and `gate` (the
-//! release gate).
+//! The next capabilities get modules of their own beside these, or grow [`epochs`]
+//! (refresh, reshare, repair; their sub-shares take [`peer`] too): `gate` (the release
+//! gate).
 
 pub mod dkg;
+pub mod epochs;
 pub mod ops;
 pub mod peer;
 pub mod shards;
@@ -37,7 +39,7 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::{AuditEvent, Store};
-use wire::custodian::{Commit, Deposit, Health, Metrics as MetricsRequest, Release, Sign};
+use wire::custodian::{Commit, Deposit, Health, Metrics as MetricsRequest, Release, Sign, Verify};
 use wire::dkg::{DkgFinish, DkgRound1, DkgRound2, PeerDkg};
 use wire::{Reason, Refusal, Request as _};
 
@@ -129,6 +131,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
     Router::new()
         .route(Deposit::ROUTE, put(shards::deposit).get(shards::list))
         .route(Release::ROUTE, get(shards::release).delete(shards::delete))
+        .route(Verify::ROUTE, post(epochs::verify))
         .route(Commit::ROUTE, post(signing::commit))
         .route(Sign::ROUTE, post(signing::sign))
         .route(DkgRound1::ROUTE, post(dkg::round1))
@@ -157,6 +160,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         ("PUT", "/v1/shards") => "deposit",
         ("GET", "/v1/shards") => "list",
         ("GET", p) if p.starts_with("/v1/shards/") => "release",
+        ("POST", p) if p.starts_with("/v1/shards/") && p.ends_with("/verify") => "verify",
         ("DELETE", _) => "delete",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/commit") => "commit",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/sign") => "sign",
@@ -259,6 +263,31 @@ pub(crate) fn step_error(step: crate::dkg::Step) -> ApiError {
         crate::dkg::Step::Conflict => (StatusCode::CONFLICT, Reason::DkgPackageConflict),
     };
     ApiError::new(status, reason)
+}
+
+/// The checks a route on one key starts with, each refusal audited as `op`: the key id in
+/// the path, the caller's role (one of `roles`), the JSON body, and `then` on the body.
+pub(crate) async fn keyed_body<T, U>(
+    s: &AppState,
+    peer: &Peer,
+    op: &'static str,
+    raw_id: &str,
+    roles: &[Role],
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    then: impl FnOnce(T) -> Result<U, ApiError>,
+) -> Result<(SecretId, String, U), ApiError> {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(s, peer, op, "", -1, e).await),
+    };
+    let sid = id.to_string();
+    match require(s, peer, roles)
+        .and_then(|()| json_body(body))
+        .and_then(then)
+    {
+        Ok(checked) => Ok((id, sid, checked)),
+        Err(e) => Err(refuse(s, peer, op, &sid, -1, e).await),
+    }
 }
 
 pub(crate) fn require(s: &AppState, peer: &Peer, roles: &[Role]) -> Result<(), ApiError> {

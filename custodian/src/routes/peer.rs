@@ -23,9 +23,7 @@ use threshold::Zeroizing;
 use wire::dkg::{PeerDkg, PeerDkgResponse};
 use wire::Reason;
 
-use super::{
-    json_body, parse_id, refuse, require, step_error, ApiError, AppState, Peer, Shared, B64,
-};
+use super::{keyed_body, refuse, step_error, ApiError, AppState, Peer, Shared, B64};
 use crate::dkg::{Outgoing, Params, Step};
 
 /// How long one peer may take to take its package: both tries and the pause between
@@ -141,23 +139,9 @@ pub(crate) async fn take_round2(
     body: Result<Json<PeerDkg>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let op = "peer_dkg";
-    let id = match parse_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(&s, &peer, op, "", -1, e).await),
-    };
-    let sid = id.to_string();
-    let checked = require(&s, &peer, &[Role::Custodian])
-        .and_then(|()| json_body(body))
-        .and_then(|req| {
-            let params = s
-                .dkgs
-                .params(&id)
-                .ok_or_else(|| step_error(Step::Unknown))?;
-            Ok((req, params))
-        });
-    let (req, params) = match checked {
-        Ok(c) => c,
-        Err(e) => return Err(refuse(&s, &peer, op, &sid, -1, e).await),
+    let (id, sid, req) = keyed_body(&s, &peer, op, &raw_id, &[Role::Custodian], body, Ok).await?;
+    let Some(params) = s.dkgs.params(&id) else {
+        return Err(refuse(&s, &peer, op, &sid, -1, step_error(Step::Unknown)).await);
     };
     let index = i64::from(params.me.get());
     let taken = check(&s, &peer, &req, &params).and_then(|(transcript, package)| {

@@ -182,6 +182,8 @@ fn check_deposit(
 pub(crate) enum Want {
     Shard,
     SigningKey,
+    /// Either (a share check).
+    Any,
 }
 
 /// What the blocking half of a lookup found.
@@ -198,6 +200,8 @@ enum Lookup {
 pub(crate) struct Unsealed {
     pub index: u8,
     pub epoch: u32,
+    /// `shard`, or the signing key's kind.
+    pub kind: String,
     pub unsealed: Result<Zeroizing<Vec<u8>>, hsm::Error>,
 }
 
@@ -216,18 +220,39 @@ pub(crate) async fn unseal_owned(
     epoch: Option<u32>,
     want: Want,
 ) -> Result<Unsealed, ApiError> {
+    let owner = peer.0.to_string();
+    unseal_row(s, peer, op, id, sid, epoch, want, Some(owner)).await
+}
+
+/// [`unseal_owned`], with the owner to require given: `None` unseals any owner's row (for
+/// the enroller's share checks, which answer a verdict and never the share).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn unseal_row(
+    s: &AppState,
+    peer: &Peer,
+    op: &'static str,
+    id: SecretId,
+    sid: &str,
+    epoch: Option<u32>,
+    want: Want,
+    owner: Option<String>,
+) -> Result<Unsealed, ApiError> {
     let store = s.store.clone();
     let sealer = s.sealer.clone();
     let custodian_id = s.name.as_str().to_owned();
-    let owner = peer.0.to_string();
     let found = blocking(op, sid, move || {
         let Some(row) = store.fetch(&id, epoch)? else {
             return Ok(Lookup::Missing);
         };
-        if row.owner != owner {
+        if owner.is_some_and(|o| o != row.owner) {
             return Ok(Lookup::NotOwner);
         }
-        if (row.kind == SHARD) != (want == Want::Shard) {
+        let wrong_kind = match want {
+            Want::Shard => row.kind != SHARD,
+            Want::SigningKey => row.kind == SHARD,
+            Want::Any => false,
+        };
+        if wrong_kind {
             return Ok(Lookup::WrongKind);
         }
         let context = SealContext {
@@ -239,6 +264,7 @@ pub(crate) async fn unseal_owned(
         Ok(Lookup::Found(Unsealed {
             index: row.index,
             epoch: row.epoch,
+            kind: row.kind.clone(),
             unsealed: sealer.unseal(&context, &row.blob),
         }))
     })
@@ -257,7 +283,7 @@ pub(crate) async fn unseal_owned(
             StatusCode::CONFLICT,
             match want {
                 Want::Shard => Reason::SigningKeyNotReleasable,
-                Want::SigningKey => Reason::NotASigningKey,
+                Want::SigningKey | Want::Any => Reason::NotASigningKey,
             },
         ),
     };
@@ -316,6 +342,7 @@ pub(crate) async fn release(
         index,
         epoch,
         unsealed,
+        ..
     } = unseal_owned(&s, &peer, "release", id, &sid, q.epoch, Want::Shard).await?;
     let envelope = match unsealed {
         Ok(e) => e,
