@@ -3,10 +3,16 @@
 //! signing key against the signed manifest, and each answers a verdict, never the share.
 //! Refresh, reshare and repair will be tested here too.
 
+use std::collections::BTreeMap;
+
+use base64::Engine;
 use mtls::Method;
 use serde_json::{json, Value};
 use testkit::shardctl::{world, User};
-use testkit::signing::{call, clients_of, refused};
+use testkit::signing::{call, clients_of, commit_at, refused, sign_round};
+use threshold::{GroupKey, HolderId, Kind, Signature, SignatureShare, SigningPackage};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// `shardctl --json verify` that must fail; answers the JSON error.
 fn verify_fails(user: &User, id: &str) -> Value {
@@ -210,4 +216,205 @@ fn every_share_checks_without_leaving_its_custodian_and_a_bad_one_is_named() {
     assert_eq!(result_of(&err, "c1")["result"], "ok", "{err}");
     w.cluster.nodes[3].start().unwrap();
     w.cluster.wait_ready(3).unwrap();
+}
+
+/// Every row custodian `i` holds of `id`: `(epoch, pending)`, from the admin's listing.
+fn rows_of(w: &testkit::shardctl::World, i: usize, id: &str) -> Vec<(u32, bool)> {
+    let admin = w.cluster.client(i, w.tls_of("admin", "ops")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let page = rt.block_on(admin.list(None, 1000)).unwrap();
+    page.shards
+        .iter()
+        .filter(|s| s.secret_id == id)
+        .map(|s| (s.epoch, s.pending))
+        .collect()
+}
+
+/// Waits (up to 30 s) until every custodian holds `id` at `epoch` only, committed.
+fn converges(w: &testkit::shardctl::World, id: &str, epoch: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows: Vec<_> = (0..4).map(|i| rows_of(w, i, id)).collect();
+        if rows.iter().all(|r| r == &[(epoch, false)]) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} did not converge to epoch {epoch}: {rows:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Restarts the enroller, with `fault` (`ENROLLER_FAULT`) or none.
+fn restart_enroller(w: &mut testkit::shardctl::World, fault: Option<&str>) {
+    let enroller = w.cluster.enroller.as_mut().unwrap();
+    let _ = enroller.stop();
+    enroller.set_env("ENROLLER_FAULT", fault);
+    enroller.start().unwrap();
+    enroller.wait_ready().unwrap();
+}
+
+/// Signs `message` with `id` through `shardctl` and checks the signature.
+fn signs(user: &User, id: &str, kind: Kind, public: &str, name: &str) {
+    let message = user.path("refresh-message.txt");
+    std::fs::write(&message, b"after the refresh").unwrap();
+    let out = user.path(name);
+    let run = user.json(&[
+        "sign",
+        id,
+        "--in",
+        message.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--deadline-ms",
+        "2000",
+    ]);
+    let signature = Signature::decode(kind, &std::fs::read(&out).unwrap()).unwrap();
+    GroupKey::from_text(kind, public)
+        .unwrap()
+        .verify(b"after the refresh", &signature)
+        .unwrap_or_else(|e| panic!("{run}: {e}"));
+}
+
+#[test]
+fn refresh_renews_every_share_of_the_same_key_and_survives_a_crash_at_every_step() {
+    let mut w = world();
+    let alice = w.logged_in("alice");
+    // Every kind, dealt or born distributed: same key, epoch 2, new shares everywhere.
+    let mut keys = Vec::new();
+    for (kind, dkg) in [
+        (Kind::Ed25519, false),
+        (Kind::Secp256k1Tr, true),
+        (Kind::P256Schnorr, false),
+    ] {
+        let mut args = vec!["enroll", "--kind", kind.as_str()];
+        if dkg {
+            args.push("--dkg");
+        }
+        let e = alice.json(&args);
+        let id = e["secret_id"].as_str().unwrap().to_owned();
+        let public = e["public_key"].as_str().unwrap().to_owned();
+        let run = alice.run(&["--json", "refresh", &id]);
+        if !run.status.success() {
+            for (name, log) in w.cluster.logs() {
+                eprintln!(
+                    "==== {name}\n{}",
+                    log.lines()
+                        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            panic!("{run:?}");
+        }
+        let r: Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(
+            (&r["epoch"], &r["from_epoch"], &r["complete"]),
+            (&json!(2), &json!(1), &json!(true)),
+            "{r}"
+        );
+        let p = alice.json(&["pubkey", &id]);
+        assert_eq!(
+            (p["public_key"].as_str(), &p["epoch"]),
+            (Some(public.as_str()), &json!(2))
+        );
+        converges(&w, &id, 2);
+        signs(&alice, &id, kind, &public, &format!("{kind}-2.sig"));
+        assert_eq!(alice.json(&["verify", &id])["ok"], 4);
+        keys.push((kind, id, public));
+    }
+    // A shard-kind secret is refused with its reason (no Feldman commitments over GF(2^8)).
+    let (p256, _) = alice.enroll_p256();
+    let err = alice.fails(&["refresh", &p256]);
+    assert!(
+        err.contains("not used to sign") || err.contains("refresh_not_for_kind"),
+        "{err}"
+    );
+
+    let (kind, id, public) = keys[0].clone();
+    // The enroller dies before the custodians are asked, and after they all stored their
+    // pending rows but before the new manifest: each time the refresh is aborted after
+    // the restart, epoch 2 stays in force, and no pending row is left.
+    for fault in ["refresh-after-begin", "refresh-before-manifest"] {
+        restart_enroller(&mut w, Some(fault));
+        let run = alice.run(&["refresh", &id]);
+        assert!(!run.status.success(), "{fault}: {run:?}");
+        if fault == "refresh-before-manifest" {
+            for i in 0..4 {
+                assert_eq!(
+                    rows_of(&w, i, &id),
+                    [(2, false), (3, true)],
+                    "{fault} c{}",
+                    i + 1
+                );
+            }
+        }
+        restart_enroller(&mut w, None);
+        converges(&w, &id, 2);
+        assert_eq!(alice.json(&["pubkey", &id])["epoch"], 2, "{fault}");
+        signs(&alice, &id, kind, &public, &format!("{fault}.sig"));
+    }
+
+    // The enroller dies right after the manifest of epoch 3 is stored: epoch 3 is in force
+    // though every custodian still has it pending and epoch 2 committed.
+    restart_enroller(&mut w, Some("refresh-after-manifest"));
+    assert!(!alice.run(&["refresh", &id]).status.success());
+    for i in 0..4 {
+        assert_eq!(rows_of(&w, i, &id), [(2, false), (3, true)], "c{}", i + 1);
+    }
+    // Old and new shares do not combine: two of epoch 2 and one of epoch 3 make no
+    // signature, under either epoch's public key package; three of epoch 3 do.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cs = clients_of(&w, &alice);
+    rt.block_on(async {
+        let message = b"mixed epochs";
+        for (n, epochs) in [[2u32, 2, 3], [3, 3, 3]].iter().enumerate() {
+            let s = testkit::signing::session(40 + n as u8);
+            let mut commitments = BTreeMap::new();
+            let mut publics = Vec::new();
+            for (i, epoch) in epochs.iter().enumerate() {
+                let (holder, c, p) = commit_at(&cs[i], kind, &id, &s, Some(*epoch)).await;
+                commitments.insert(holder, c);
+                publics.push(p);
+            }
+            let package = SigningPackage::new(kind, &commitments, message).unwrap();
+            let mut shares = BTreeMap::new();
+            for (i, c) in cs.iter().take(3).enumerate() {
+                let (st, b) = sign_round(c, &id, &s, &package).await;
+                assert_eq!(st, 200, "{b}");
+                let bytes = B64.decode(b["share"].as_str().unwrap()).unwrap();
+                shares.insert(
+                    HolderId::new(i as u16 + 1).unwrap(),
+                    SignatureShare::decode(kind, &bytes).unwrap(),
+                );
+            }
+            let made: Vec<bool> = publics
+                .iter()
+                .map(|p| threshold::aggregate(p, &package, &shares).is_ok())
+                .collect();
+            if n == 0 {
+                assert_eq!(made, [false, false, false], "old and new shares combined");
+            } else {
+                assert_eq!(made, [true, true, true]);
+            }
+        }
+    });
+    // A custodian killed and restarted keeps its pending row; with another one down the
+    // enroller cannot finish, and signing still works; once it is back the job converges.
+    w.cluster.nodes[1].kill9();
+    w.cluster.nodes[1].start().unwrap();
+    w.cluster.wait_ready(1).unwrap();
+    assert_eq!(rows_of(&w, 1, &id), [(2, false), (3, true)]);
+    w.cluster.nodes[3].kill9();
+    restart_enroller(&mut w, None);
+    signs(&alice, &id, kind, &public, "c4-down.sig");
+    w.cluster.nodes[3].start().unwrap();
+    w.cluster.wait_ready(3).unwrap();
+    converges(&w, &id, 3);
+    // alice's cached manifest still names epoch 2, whose shares are gone: shardctl finds
+    // the newer manifest at the enroller and signs with epoch 3.
+    signs(&alice, &id, kind, &public, "after.sig");
+    assert_eq!(alice.json(&["pubkey", &id])["epoch"], 3);
+    assert_eq!(alice.json(&["verify", &id])["ok"], 4);
 }

@@ -119,6 +119,17 @@ pub enum Command {
         deadline_ms: u64,
     },
 
+    /// Refresh a signing key's shares (proactive refresh): same key, new shares.
+    ///
+    /// Every custodian deals a sharing of zero to the others over mutual TLS and adds
+    /// what it receives to its share; the enroller relays only public values and signs the
+    /// manifest of the next epoch. Shares of the old epoch (a leaked one, say) no longer
+    /// combine with the new ones.
+    Refresh {
+        /// The key's id.
+        secret_id: String,
+    },
+
     /// Check every custodian's share of a secret (or key) without recovering it.
     ///
     /// Each custodian unseals its share inside, checks it against the signed manifest's

@@ -19,6 +19,7 @@ mod pki;
 mod prompt;
 mod reasons;
 mod recover;
+mod refresh;
 mod secrets;
 mod session;
 mod sign;
@@ -129,6 +130,7 @@ fn main() -> ExitCode {
             deadline_ms,
         } => sign::sign(&ctx, &secret_id, &input, out.as_deref(), deadline_ms),
         cli::Command::Pubkey { secret_id } => sign::pubkey(&ctx, &secret_id),
+        cli::Command::Refresh { secret_id } => refresh::refresh(&ctx, &secret_id),
         cli::Command::Verify {
             secret_id,
             deadline_ms,

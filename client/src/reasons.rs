@@ -242,6 +242,9 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::PeerRefused
         | Reason::DkgNotForKind
         | Reason::InvalidCommitment
+        | Reason::RefreshNotForKind
+        | Reason::CustodianSetChanged
+        | Reason::RefreshInProgress
         | Reason::CommitmentMismatch
         | Reason::Unknown => None,
     }

@@ -36,11 +36,10 @@ pub fn recover(
         config,
         login,
         tls,
-        signed,
+        mut signed,
         mut report,
     } = owned(ctx, &secret_id)?;
-    let manifest = signed.unverified();
-    if let SecretKind::Signing { kind, .. } = &manifest.kind {
+    if let SecretKind::Signing { kind, .. } = &signed.unverified().kind {
         return Err(CliError::SigningKeyNotRecoverable {
             secret_id: secret_id.to_string(),
             kind,
@@ -53,13 +52,24 @@ pub fn recover(
         let _ = writeln!(
             std::io::stderr(),
             "asking {} custodians for shards of {secret_id} (any {} will do, {deadline_ms} ms each)",
-            manifest.threshold.n(),
-            manifest.threshold.t()
+            signed.unverified().threshold.n(),
+            signed.unverified().threshold.t()
         );
     }
-    let (outcomes, valid) = ctx.block_on(gather(
-        &config, manifest, &login, &tls, deadline, wait_all, progress,
-    ))?;
+    let ask = |m: &Manifest| {
+        ctx.block_on(gather(
+            &config, m, &login, &tls, deadline, wait_all, progress,
+        ))
+    };
+    let mut gathered = ask(signed.unverified())?;
+    if gathered.1.len() < usize::from(signed.unverified().threshold.t()) {
+        if let Some(newer) = newer_manifest(ctx, &config, &login, &tls, signed.unverified()) {
+            signed = newer;
+            gathered = ask(signed.unverified())?;
+        }
+    }
+    let (outcomes, valid) = gathered;
+    let manifest = signed.unverified();
     let t = usize::from(manifest.threshold.t());
     if valid.len() < t {
         if outcomes.iter().any(|o| o.result == "expired") {
@@ -202,6 +212,34 @@ fn manifest(
             )),
         }
     }
+    from_enroller(ctx, config, key, login, tls, secret_id)
+}
+
+/// A manifest newer than `current` from the enroller (cached then), when the enroller
+/// has one: a refresh moved the secret to the next epoch since `current` was cached. A
+/// command that found too few shares or signers of `current`'s epoch tries once more
+/// with it. `None` when the enroller cannot be asked or has nothing newer.
+pub(crate) fn newer_manifest(
+    ctx: &Ctx,
+    config: &Config,
+    login: &Login,
+    tls: &Arc<certs::rustls::ClientConfig>,
+    current: &Manifest,
+) -> Option<SignedManifest> {
+    let key = manifests::pinned_key(config).ok()?;
+    let fetched = from_enroller(ctx, config, &key, login, tls, &current.secret_id).ok()?;
+    (fetched.unverified().epoch > current.epoch).then_some(fetched)
+}
+
+/// The verified manifest of `secret_id` from the enroller, cached then.
+fn from_enroller(
+    ctx: &Ctx,
+    config: &Config,
+    key: &p256::ecdsa::VerifyingKey,
+    login: &Login,
+    tls: &Arc<certs::rustls::ClientConfig>,
+    secret_id: &SecretId,
+) -> Result<SignedManifest, CliError> {
     let client = net::client(&config.enroller, tls.clone(), net::ENROLLER_DEADLINE)?;
     let request = wire::enroller::Enrollment {
         secret_id: secret_id.to_string(),

@@ -156,16 +156,33 @@ pub fn sign(
         mut report,
     } = setup(ctx, secret_id)?;
     let deadline = Duration::from_millis(deadline_ms);
-    let coordinator = Coordinator {
-        config: &config,
-        login: &login,
-        tls: &tls,
-        manifest: &manifest,
-        kind,
-        group_key: &group_key,
-        deadline,
+    let run = |manifest: &Manifest| {
+        let coordinator = Coordinator {
+            config: &config,
+            login: &login,
+            tls: &tls,
+            manifest,
+            kind,
+            group_key: &group_key,
+            deadline,
+        };
+        ctx.block_on(coordinator.run(&message))
     };
-    let (signature, outcomes, session) = ctx.block_on(coordinator.run(&message))??;
+    let mut manifest = manifest;
+    let (signature, outcomes, session) = match run(&manifest)? {
+        // Too few of the manifest's epoch: a refresh may have moved the key on since the
+        // manifest was cached. Once more with the enroller's, if it is newer.
+        Err(e @ CliError::NotEnoughSigners { .. }) => {
+            match crate::recover::newer_manifest(ctx, &config, &login, &tls, &manifest) {
+                Some(newer) if signing_key(newer.unverified())?.1 == group_key => {
+                    manifest = newer.unverified().clone();
+                    run(&manifest)??
+                }
+                _ => return Err(e),
+            }
+        }
+        done => done?,
+    };
     let secret_id = manifest.secret_id.to_string();
     if let Some(out) = out {
         certs::write_new_private(out, signature.as_bytes()).map_err(|e| match e {
@@ -348,7 +365,11 @@ impl Coordinator<'_> {
                 .iter()
                 .map(|(i, client)| {
                     let (id, session) = (&self.manifest.secret_id, &session);
-                    async move { (*i, client.commit(id, session).await, started.elapsed()) }
+                    let epoch = Some(self.manifest.epoch);
+                    async move {
+                        let answer = client.commit(id, epoch, session).await;
+                        (*i, answer, started.elapsed())
+                    }
                 })
                 .collect();
             let mut committed: Vec<Committed> = Vec::new();

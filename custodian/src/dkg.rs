@@ -43,6 +43,8 @@ pub struct Params {
     pub epoch: u32,
     /// Every holder, in holder order.
     pub peers: Vec<DkgPeer>,
+    /// A refresh of the key package stored at this epoch (into `epoch`), or a new key.
+    pub refreshes: Option<u32>,
 }
 
 impl Params {
@@ -161,12 +163,15 @@ impl Dkgs {
     ) -> Result<(Round1Package, Duration), Step> {
         let mut map = self.lock();
         let now = Instant::now();
-        if let Some(d) = map.get(&id) {
-            return if d.params == params && matches!(d.stage, Stage::Round1(_)) {
-                Ok((d.package.clone(), d.deadline.saturating_duration_since(now)))
-            } else {
-                Err(Step::Exists)
-            };
+        match map.get(&id) {
+            Some(d) if d.params == params && matches!(d.stage, Stage::Round1(_)) => {
+                return Ok((d.package.clone(), d.deadline.saturating_duration_since(now)));
+            }
+            // A finished DKG is remembered only to answer a repeated finish; a new one of
+            // this key (its refresh) takes its place.
+            Some(d) if matches!(d.stage, Stage::Done(_)) && d.params != params => {}
+            Some(_) => return Err(Step::Exists),
+            None => {}
         }
         if map.len() >= MAX_DKGS {
             return Err(Step::Full);
@@ -381,6 +386,7 @@ mod tests {
                     server_name: "127.0.0.1".into(),
                 })
                 .collect(),
+            refreshes: None,
         }
     }
 

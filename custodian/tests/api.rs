@@ -310,6 +310,7 @@ async fn admin_listing_pages_metadata_and_never_bytes() {
                     "key_version",
                     "kind",
                     "owner",
+                    "pending",
                     "sealed_size",
                     "secret_id",
                     "size"

@@ -30,17 +30,40 @@ pub enum DkgFailed {
     Disagree,
 }
 
-/// A DKG of one key among `custodians` (holder `i + 1` is `custodians[i]`, reached by its
+/// What a DKG makes: whose key, of which kind and threshold, its id and epoch, and for a
+/// refresh the epoch it starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRun<'a> {
+    /// The owner's SPIFFE id.
+    pub owner: &'a str,
+    /// The key kind.
+    pub kind: Kind,
+    /// `t` of `n`.
+    pub threshold: shard::Threshold,
+    /// The key's id.
+    pub secret_id: SecretId,
+    /// The epoch made.
+    pub epoch: u32,
+    /// The epoch refreshed, or `None` for a new key.
+    pub refreshes: Option<u32>,
+}
+
+/// A DKG of one key among `custodians` (or, with `refreshes`, a refresh of the key
+/// package stored at that epoch into `epoch`: the same steps over sharings of zero) (holder `i + 1` is `custodians[i]`, reached by its
 /// peers as `peers[i]`), for `owner`. Answers the group's public key package.
 pub async fn run(
     custodians: &[(CustodianId, Arc<Client>)],
     peers: &[DkgPeer],
-    owner: &str,
-    kind: Kind,
-    threshold: shard::Threshold,
-    secret_id: SecretId,
-    epoch: u32,
+    key: &KeyRun<'_>,
 ) -> Result<PublicKeyPackage, DkgFailed> {
+    let KeyRun {
+        owner,
+        kind,
+        threshold,
+        secret_id,
+        epoch,
+        refreshes,
+    } = *key;
     let sid = secret_id.to_string();
     let round1 = DkgRound1 {
         secret_id: sid.clone(),
@@ -50,6 +73,7 @@ pub async fn run(
         n: u16::from(threshold.n()),
         epoch,
         peers: peers.to_vec(),
+        refreshes,
     };
     let round1 = &round1;
     let answers = all_or_failed(each(custodians, |_, c| c.call(round1)).await)

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`routes`] | the HTTP API, one module per capability (accounts, enrollment, ops) |
 //! | [`distribute`] | deposits at every custodian at once, and taking shards back on failure |
+//! | [`refresh`] | proactive refresh of a signing key, two-phase with a durable job row |
 //! | [`dkg`] | coordinating the custodians' distributed key generation (public values only) |
 //! | [`users`] | the user database: invitations, TOTP steps, locks and per-source limits |
 //! | [`password`] | the password policy and peppered Argon2id hashing |
@@ -22,7 +23,10 @@ pub mod checks;
 pub mod config;
 pub mod distribute;
 pub mod dkg;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod password;
+pub mod refresh;
 pub mod routes;
 pub mod token;
 pub mod totp;

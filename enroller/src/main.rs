@@ -228,6 +228,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             Duration::from_secs(cfg.checks.interval_seconds),
         )
     });
+    let redrive = state.clone();
     let router = enroller::routes::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {
         ca: cfg.tls.ca.clone(),
@@ -249,6 +250,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         if let Some((state, every)) = checks {
             tokio::spawn(enroller::checks::run(state, every));
         }
+        tokio::spawn(enroller::refresh::redrive(redrive));
         if let Some((addr, app)) = health {
             svc::serve_plain_health(addr, app)
                 .await

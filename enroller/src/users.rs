@@ -17,7 +17,8 @@ pub const SOURCE_LIMIT: i64 = 30;
 /// The per-source window, seconds.
 pub const SOURCE_WINDOW: i64 = 900;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE invitations (
         code_hash  BLOB PRIMARY KEY,
         name       TEXT NOT NULL,
@@ -55,7 +56,36 @@ const MIGRATIONS: &[&str] = &["
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX enrollments_owner ON enrollments (owner, secret_id);
-"];
+",
+    "
+    CREATE TABLE jobs (
+        secret_id  BLOB PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        from_epoch INTEGER NOT NULL,
+        to_epoch   INTEGER NOT NULL,
+        step       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+",
+];
+
+/// An epoch change under way (a refresh), kept durably so that it is driven to its end
+/// after a crash: `prepare` (the custodians make pending rows of `to_epoch`; a crash
+/// here aborts it), then `commit` (the manifest of `to_epoch` is stored; the rest is
+/// driven forward: commit at every custodian, then delete `from_epoch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The secret.
+    pub secret_id: [u8; 16],
+    /// `refresh`.
+    pub kind: String,
+    /// The epoch being left.
+    pub from_epoch: u32,
+    /// The epoch being made.
+    pub to_epoch: u32,
+    /// `prepare` or `commit`.
+    pub step: String,
+}
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +422,115 @@ impl Db {
             Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?, r.get(3)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The job of `secret_id`, if one is under way.
+    pub fn job(&self, secret_id: &[u8; 16]) -> Result<Option<Job>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT kind, from_epoch, to_epoch, step FROM jobs WHERE secret_id = ?1",
+                params![&secret_id[..]],
+                |r| {
+                    Ok(Job {
+                        secret_id: *secret_id,
+                        kind: r.get(0)?,
+                        from_epoch: r.get(1)?,
+                        to_epoch: r.get(2)?,
+                        step: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every job under way.
+    pub fn jobs(&self) -> Result<Vec<Job>, DbError> {
+        let c = self.conn();
+        let mut s = c.prepare("SELECT secret_id, kind, from_epoch, to_epoch, step FROM jobs")?;
+        let rows = s.query_map([], |r| {
+            let id: Vec<u8> = r.get(0)?;
+            Ok((id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, from_epoch, to_epoch, step) = row?;
+            if let Ok(secret_id) = <[u8; 16]>::try_from(id.as_slice()) {
+                out.push(Job {
+                    secret_id,
+                    kind,
+                    from_epoch,
+                    to_epoch,
+                    step,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a job at its first step, `prepare`; refused (false) when one is under way.
+    pub fn begin_job(&self, job: &Job) -> Result<bool, DbError> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO jobs (secret_id, kind, from_epoch, to_epoch, step, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'prepare', strftime('%s','now'))",
+            params![&job.secret_id[..], job.kind, job.from_epoch, job.to_epoch],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The turning point of a job, in one transaction: the enrollment moves to `epoch`
+    /// with its new signed manifest, and the job to `commit`. After it the job only goes
+    /// forward.
+    pub fn advance_job(
+        &self,
+        secret_id: &[u8; 16],
+        epoch: u32,
+        manifest: &[u8],
+    ) -> Result<(), DbError> {
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE enrollments SET epoch = ?2, manifest = ?3 WHERE secret_id = ?1",
+            params![&secret_id[..], epoch, manifest],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET step = 'commit' WHERE secret_id = ?1 AND to_epoch = ?2",
+            params![&secret_id[..], epoch],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a job (done, or aborted before its turning point).
+    pub fn end_job(&self, secret_id: &[u8; 16]) -> Result<(), DbError> {
+        self.conn().execute(
+            "DELETE FROM jobs WHERE secret_id = ?1",
+            params![&secret_id[..]],
+        )?;
+        Ok(())
+    }
+
+    /// The enrollment of `secret_id`, whoever owns it.
+    pub fn enrollment(&self, secret_id: &[u8; 16]) -> Result<Option<EnrollmentRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT owner, epoch, kind, public_key, manifest, created_at FROM enrollments
+                 WHERE secret_id = ?1",
+                params![&secret_id[..]],
+                |r| {
+                    Ok(EnrollmentRow {
+                        secret_id: hex::encode(secret_id),
+                        owner: r.get(0)?,
+                        epoch: r.get(1)?,
+                        kind: r.get(2)?,
+                        public_key: r.get(3)?,
+                        manifest: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Records an enrollment.

@@ -359,12 +359,14 @@ impl Client {
     pub async fn commit(
         &self,
         secret_id: &shard::SecretId,
+        epoch: Option<u32>,
         session: &str,
     ) -> Result<Committed, Error> {
         let r = self
             .call(&Commit {
                 secret_id: secret_id.to_string(),
                 session: session.to_owned(),
+                epoch,
             })
             .await?;
         Ok(Committed {
@@ -401,6 +403,19 @@ impl Client {
             addr: self.addr,
             reason: error_chain(&e),
         })
+    }
+
+    /// Commits a refresh's next `epoch` of `secret_id` (the enroller's certificate).
+    pub async fn commit_epoch(
+        &self,
+        secret_id: &shard::SecretId,
+        epoch: u32,
+    ) -> Result<wire::custodian::CommitEpochResponse, Error> {
+        self.call(&wire::custodian::CommitEpoch {
+            secret_id: secret_id.to_string(),
+            epoch,
+        })
+        .await
     }
 
     /// Checks the custodian's share of `secret_id` (at `epoch`, or the newest) against the

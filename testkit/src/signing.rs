@@ -63,13 +63,23 @@ pub async fn commit(
     id: &str,
     session: &str,
 ) -> (HolderId, SigningCommitments, PublicKeyPackage) {
-    let (st, body) = call(
-        c,
-        Method::POST,
-        &format!("/v1/keys/{id}/commit"),
-        json!({ "session": session }),
-    )
-    .await;
+    commit_at(c, kind, id, session, None).await
+}
+
+/// Round 1 at one custodian with the key package of `epoch` (the newest committed one
+/// when `None`).
+pub async fn commit_at(
+    c: &Client,
+    kind: Kind,
+    id: &str,
+    session: &str,
+    epoch: Option<u32>,
+) -> (HolderId, SigningCommitments, PublicKeyPackage) {
+    let mut body = json!({ "session": session });
+    if let Some(e) = epoch {
+        body["epoch"] = e.into();
+    }
+    let (st, body) = call(c, Method::POST, &format!("/v1/keys/{id}/commit"), body).await;
     assert_eq!(st, 200, "{body}");
     let holder = HolderId::new(body["holder"].as_u64().unwrap() as u16).unwrap();
     let commitments = SigningCommitments::decode(

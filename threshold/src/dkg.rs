@@ -63,11 +63,31 @@ pub fn part1(
     threshold: Threshold,
     rng: &mut impl CryptoRngCore,
 ) -> Result<(Round1Secret, Round1Package), Error> {
+    round1_of(Of::Key, kind, me, threshold, rng)
+}
+
+/// A DKG of a new key, or a refresh (a DKG of zero added to the shares held).
+#[derive(Clone, Copy)]
+enum Of {
+    Key,
+    Zero,
+}
+
+fn round1_of(
+    of: Of,
+    kind: Kind,
+    me: HolderId,
+    threshold: Threshold,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Round1Secret, Round1Package), Error> {
     threshold.check(me)?;
     dispatch!(kind, S => {
-        let (secret, package) =
-            frost_core::keys::dkg::part1(identifier::<S>(me)?, threshold.n(), threshold.t(), rng)
-                .map_err(refuse::<S>)?;
+        let (id, n, t) = (identifier::<S>(me)?, threshold.n(), threshold.t());
+        let (secret, package) = match of {
+            Of::Key => frost_core::keys::dkg::part1(id, n, t, &mut *rng),
+            Of::Zero => frost_core::keys::refresh::refresh_dkg_part1(id, n, t, &mut *rng),
+        }
+        .map_err(refuse::<S>)?;
         Ok((
             Round1Secret::from_frost::<S>(&secret)?,
             Round1Package::from_frost::<S>(&package)?,
@@ -82,14 +102,25 @@ pub fn part2(
     secret: Round1Secret,
     round1: &BTreeMap<HolderId, Round1Package>,
 ) -> Result<(Round2Secret, BTreeMap<HolderId, Round2Package>), Error> {
+    round2_of(Of::Key, secret, round1)
+}
+
+fn round2_of(
+    of: Of,
+    secret: Round1Secret,
+    round1: &BTreeMap<HolderId, Round1Package>,
+) -> Result<(Round2Secret, BTreeMap<HolderId, Round2Package>), Error> {
     dispatch!(secret.kind(), S => {
         let secret: round1::SecretPackage<S> = secret.raw.read::<S, _>()?;
         let round1 = others::<S, round1::Package<S>, _>(
             secret.identifier(),
             round1.iter().map(|(holder, package)| (holder, &package.raw)),
         )?;
-        let (secret, packages) =
-            frost_core::keys::dkg::part2(secret, &round1).map_err(refuse::<S>)?;
+        let (secret, packages) = match of {
+            Of::Key => frost_core::keys::dkg::part2(secret, &round1),
+            Of::Zero => frost_core::keys::refresh::refresh_dkg_part2(secret, &round1),
+        }
+        .map_err(refuse::<S>)?;
         let packages = by_holder::<S, _>(packages)?
             .into_iter()
             .map(|(holder, package)| Ok((holder, Round2Package::from_frost::<S>(&package)?)))
@@ -109,16 +140,7 @@ pub fn part3(
     round2: &BTreeMap<HolderId, Round2Package>,
 ) -> Result<KeyShare, Error> {
     dispatch!(secret.kind(), S => {
-        let secret: round2::SecretPackage<S> = secret.raw.read::<S, _>()?;
-        let me = secret.identifier();
-        let round1 = others::<S, round1::Package<S>, _>(
-            me,
-            round1.iter().map(|(holder, package)| (holder, &package.raw)),
-        )?;
-        let round2 = others::<S, round2::Package<S>, _>(
-            me,
-            round2.iter().map(|(holder, package)| (holder, &package.raw)),
-        )?;
+        let (secret, round1, round2) = read_round3::<S>(&secret, round1, round2)?;
         let (key_package, public) =
             frost_core::keys::dkg::part3(&secret, &round1, &round2).map_err(refuse::<S>)?;
         let commitment = group_commitment::<S>(
@@ -134,6 +156,145 @@ pub fn part3(
         share.key_package.check(&share.commitment)?;
         Ok(share)
     })
+}
+
+/// Refresh, round 1: like [`part1`], for a polynomial whose constant term is zero (a
+/// sharing of zero, FROST's `refresh_dkg_part1`). Its round-1 package goes to every other
+/// holder like a DKG's; the refresh's secrets are the same types as a DKG's.
+pub fn refresh_part1(
+    kind: Kind,
+    me: HolderId,
+    threshold: Threshold,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Round1Secret, Round1Package), Error> {
+    round1_of(Of::Zero, kind, me, threshold, rng)
+}
+
+/// Refresh, round 2: like [`part2`], for the sharings of zero of [`refresh_part1`].
+pub fn refresh_part2(
+    secret: Round1Secret,
+    round1: &BTreeMap<HolderId, Round1Package>,
+) -> Result<(Round2Secret, BTreeMap<HolderId, Round2Package>), Error> {
+    round2_of(Of::Zero, secret, round1)
+}
+
+/// Refresh, round 3: checks every received share of zero against its sender's
+/// commitment and adds them all to the holder's old key package. Answers the new key
+/// package, the new public key package (same group key, new verifying shares) and the
+/// new group commitment (the old one plus every sharing of zero's), which the new key
+/// package is checked against before it is answered. Old shares do not combine with new
+/// ones.
+pub fn refresh_part3(
+    secret: Round2Secret,
+    round1: &BTreeMap<HolderId, Round1Package>,
+    round2: &BTreeMap<HolderId, Round2Package>,
+    old: &KeyShare,
+) -> Result<KeyShare, Error> {
+    dispatch!(secret.kind(), S => {
+        let (secret, round1, round2) = read_round3::<S>(&secret, round1, round2)?;
+        let me = secret.identifier();
+        let old_key: frost_core::keys::KeyPackage<S> = old.key_package.raw.read::<S, _>()?;
+        if old_key.identifier() != me {
+            return Err(Error::Participants("the old key package is another holder's"));
+        }
+        let old_public: frost_core::keys::PublicKeyPackage<S> = old.public.raw.read::<S, _>()?;
+        let old_commitment: VerifiableSecretSharingCommitment<S> =
+            old.commitment.raw.read::<S, _>()?;
+        let (key_package, public) = frost_core::keys::refresh::refresh_dkg_shares(
+            &secret,
+            &round1,
+            &round2,
+            old_public,
+            old_key,
+        )
+        .map_err(refuse::<S>)?;
+        let commitment = refreshed_commitment::<S>(
+            &old_commitment,
+            round1.values().map(round1::Package::commitment).chain([secret.commitment()]),
+        )?;
+        let share = KeyShare {
+            key_package: KeyPackage::from_frost::<S>(&key_package)?,
+            public: PublicKeyPackage::from_frost::<S>(&public)?,
+            commitment: Commitment::from_frost::<S>(&commitment)?,
+        };
+        share.key_package.check(&share.commitment)?;
+        share.public.check(&share.commitment)?;
+        Ok(share)
+    })
+}
+
+/// The group commitment after a refresh: the old one, plus at every coefficient but the
+/// constant the sum of the sharings of zero's commitments (which omit their constant,
+/// the identity).
+fn refreshed_commitment<'a, S: Suite>(
+    old: &VerifiableSecretSharingCommitment<S>,
+    zeros: impl Iterator<Item = &'a VerifiableSecretSharingCommitment<S>>,
+) -> Result<VerifiableSecretSharingCommitment<S>, Error> {
+    let what = <VerifiableSecretSharingCommitment<S> as Wire<S>>::WHAT;
+    let bad = || malformed::<S>(what);
+    let point = |bytes: &[u8]| {
+        CoefficientCommitment::<S>::deserialize(bytes)
+            .map(|c| c.value())
+            .map_err(|_| bad())
+    };
+    let mut sums = old
+        .serialize()
+        .map_err(|_| bad())?
+        .iter()
+        .map(|b| point(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    for zero in zeros {
+        let points = zero.serialize().map_err(|_| bad())?;
+        if points.len() + 1 != sums.len() {
+            return Err(Error::Participants(
+                "a sharing of zero has another threshold",
+            ));
+        }
+        for (sum, bytes) in sums.iter_mut().skip(1).zip(points) {
+            *sum = *sum + point(&bytes)?;
+        }
+    }
+    let encoded = sums
+        .iter()
+        .map(|sum| {
+            <S::Group as Group>::serialize(sum)
+                .map(|bytes| bytes.as_ref().to_vec())
+                .map_err(|_| bad())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    VerifiableSecretSharingCommitment::deserialize(encoded).map_err(|_| bad())
+}
+
+/// What round 3 (of a DKG or a refresh) reads: the holder's secret, and the other
+/// holders' round-1 and round-2 packages.
+#[allow(clippy::type_complexity)]
+fn read_round3<S: Suite>(
+    secret: &Round2Secret,
+    round1: &BTreeMap<HolderId, Round1Package>,
+    round2: &BTreeMap<HolderId, Round2Package>,
+) -> Result<
+    (
+        round2::SecretPackage<S>,
+        BTreeMap<Identifier<S>, round1::Package<S>>,
+        BTreeMap<Identifier<S>, round2::Package<S>>,
+    ),
+    Error,
+> {
+    let secret: round2::SecretPackage<S> = secret.raw.read::<S, _>()?;
+    let me = secret.identifier();
+    let round1 = others::<S, round1::Package<S>, _>(
+        me,
+        round1
+            .iter()
+            .map(|(holder, package)| (holder, &package.raw)),
+    )?;
+    let round2 = others::<S, round2::Package<S>, _>(
+        me,
+        round2
+            .iter()
+            .map(|(holder, package)| (holder, &package.raw)),
+    )?;
+    Ok((secret, round1, round2))
 }
 
 /// The packages of every holder but `me`, read.

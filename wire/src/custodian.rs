@@ -7,6 +7,7 @@
 //! | [`Delete`] | `DELETE /v1/shards/{id}[?epoch=N]` | enroller, admin | 200 with the count |
 //! | [`List`] | `GET /v1/shards[?after=ID&limit=N]` | admin | 200 with metadata, never bytes |
 //! | [`Verify`] | `POST /v1/shards/{id}/verify` | the owner, the enroller | 200 with the verdict, never the share |
+//! | [`CommitEpoch`] | `POST /v1/shards/{id}/commit` | enroller | 200: a refresh's next epoch is current |
 //! | [`Commit`] | `POST /v1/keys/{id}/commit` | the owner | 200 with round 1's commitments |
 //! | [`Sign`] | `POST /v1/keys/{id}/sign` | the owner | 200 with round 2's signature share |
 //! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 |
@@ -203,6 +204,9 @@ pub struct ShardInfo {
     /// `shard`, or the kind of a threshold-signing key's package (`ed25519`, ...).
     #[serde(default = "shard_kind")]
     pub kind: String,
+    /// A next epoch's row that its coordinator has not committed yet.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 fn shard_kind() -> String {
@@ -221,6 +225,10 @@ pub struct Commit {
     /// The session id the coordinator chose: 32 hex digits, fresh for every signature.
     /// The same id goes to every custodian of the session and names it in their audit.
     pub session: String,
+    /// The epoch of the signed manifest the coordinator holds; the newest committed one
+    /// when absent. A refreshed key's next epoch signs as soon as its manifest exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
 }
 
 /// Round 1's answer.
@@ -298,6 +306,41 @@ impl crate::Request for Verify {
     }
 }
 
+/// Commits a refresh's next epoch (the enroller's certificate, once the manifest of
+/// that epoch is stored): the pending row becomes the current one. Idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitEpoch {
+    /// Secret id (hex); in the path, not the body.
+    #[serde(skip)]
+    pub secret_id: String,
+    /// The epoch to commit.
+    pub epoch: u32,
+}
+
+impl crate::Request for CommitEpoch {
+    const METHOD: crate::Method = crate::Method::Post;
+    const ROUTE: &'static str = "/v1/shards/{id}/commit";
+    type Response = CommitEpochResponse;
+    fn path(&self) -> String {
+        format!("/v1/shards/{}/commit", self.secret_id)
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        crate::json_body(self)
+    }
+}
+
+/// The commit's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitEpochResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// The committed epoch.
+    pub epoch: u32,
+    /// True when it was committed already.
+    pub already_committed: bool,
+}
+
 /// A share check's verdict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyResponse {
@@ -348,6 +391,7 @@ pub struct Metrics;
 request!(Metrics, Get, "/v1/metrics", Text);
 
 json_answers!(
+    CommitEpochResponse,
     VerifyResponse,
     CommitResponse,
     SignResponse,

@@ -54,6 +54,11 @@ pub struct DkgRound1 {
     pub epoch: u32,
     /// Every holder, this custodian included, in holder order.
     pub peers: Vec<DkgPeer>,
+    /// A refresh instead of a new key: the epoch of the stored key package to refresh
+    /// (`epoch` must be the next one). Each holder then deals a sharing of zero, and the
+    /// new key package is stored pending until [`crate::custodian::CommitEpoch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshes: Option<u32>,
 }
 
 /// Round 1's answer.

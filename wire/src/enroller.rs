@@ -11,6 +11,7 @@
 //! | [`Enroll`] | `POST /v1/enroll` | user | 201 [`EnrollResponse`] |
 //! | [`Enrollments`] | `GET /v1/enrollments` | the owner | 200 list of [`EnrollmentInfo`] |
 //! | [`Enrollment`] | `GET /v1/enrollments/{id}` | the owner | 200 [`EnrollmentInfo`] |
+//! | [`Refresh`] | `POST /v1/enrollments/{id}/refresh` | the owner | 200 [`RefreshResponse`] |
 //! | [`ManifestKey`] | `GET /v1/manifest-key` | any peer | 200 PEM of the manifest-signing key |
 //! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 with [`HealthResponse`] |
 //!
@@ -203,6 +204,37 @@ request!(
     path | r | format!("/v1/enrollments/{}", r.secret_id)
 );
 
+/// A proactive refresh of one of the caller's keys: epoch `e` to `e + 1`, same key, same
+/// `t` and `n`, new shares at every custodian (each deals a sharing of zero to the others
+/// over the peer channel); old shares stop combining with new ones.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    /// Secret id (hex).
+    pub secret_id: String,
+}
+
+request!(
+    Refresh,
+    Post,
+    "/v1/enrollments/{id}/refresh",
+    RefreshResponse,
+    path | r | format!("/v1/enrollments/{}/refresh", r.secret_id)
+);
+
+/// A refresh's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshResponse {
+    /// Secret id (hex).
+    pub secret_id: String,
+    /// The new epoch.
+    pub epoch: u32,
+    /// Base64 of the new signed manifest.
+    pub manifest: String,
+    /// False when a custodian has not committed the new epoch or deleted the old one yet;
+    /// the enroller finishes that on its own (the new manifest is in force already).
+    pub complete: bool,
+}
+
 /// One enrollment in a listing.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EnrollmentInfo {
@@ -249,6 +281,7 @@ pub struct HealthResponse {
 pub const PLAIN_HEALTH_PATH: &str = "/health";
 
 json_answers!(
+    RefreshResponse,
     RegisterResponse,
     LoginResponse,
     InviteResponse,

@@ -245,6 +245,14 @@ reasons! {
     CustodiansFailedCleanupIncomplete = "custodians_failed_cleanup_incomplete", retry: true;
     /// The custodians of a DKG answered different public key packages; nothing was kept.
     CustodiansDisagree = "custodians_disagree", retry: false;
+    /// Refresh applies to threshold-signing keys only so far: a shard-kind secret's
+    /// sharing over GF(2^8) has no commitments a custodian could check a sub-share against.
+    RefreshNotForKind = "refresh_not_for_kind", retry: false;
+    /// The enroller's custodians are not the ones the secret's manifest names: moving a
+    /// secret to another set is a reshare, not a refresh.
+    CustodianSetChanged = "custodian_set_changed", retry: false;
+    /// Another epoch change of this secret is still being finished; retry shortly.
+    RefreshInProgress = "refresh_in_progress", retry: true;
     /// `dkg` applies to the threshold-signing kinds only, and not to an imported key.
     DkgNotForKind = "dkg_not_for_kind", retry: false;
 

@@ -25,11 +25,12 @@ use wire::dkg::{
 };
 use wire::Reason;
 
-use super::shards::{seal_and_store, Deposited};
+use super::shards::{seal_and_store, unseal_row, Deposited, Want};
 use super::signing::fresh_rng;
 use super::step_error;
 use super::{
-    blocking, event, keyed_body, refuse, refuse_with, ApiError, AppState, Peer, Shared, B64,
+    blocking, device_error, event, keyed_body, refuse, refuse_with, ApiError, AppState, Peer,
+    Shared, B64,
 };
 use crate::dkg::{Finish, Outgoing, Params, Round2Start, Step};
 use crate::store::DepositOutcome;
@@ -60,6 +61,12 @@ fn params(s: &AppState, req: DkgRound1) -> Result<Params, ApiError> {
     if req.epoch == 0 || req.peers.len() != usize::from(split.n()) {
         return Err(bad());
     }
+    if req
+        .refreshes
+        .is_some_and(|from| from.checked_add(1) != Some(req.epoch))
+    {
+        return Err(bad());
+    }
     let mut me = None;
     for (i, p) in req.peers.iter().enumerate() {
         let in_order = usize::from(p.holder) == i + 1;
@@ -82,6 +89,7 @@ fn params(s: &AppState, req: DkgRound1) -> Result<Params, ApiError> {
         me: me.ok_or_else(bad)?,
         epoch: req.epoch,
         peers: req.peers,
+        refreshes: req.refreshes,
     })
 }
 
@@ -104,23 +112,20 @@ pub(crate) async fn round1(
     };
     let me = params.me;
     let index = i64::from(me.get());
-    // A key of this id stored here already (a finished DKG, a deposit) is never redone.
-    let store = s.store.clone();
-    if blocking("dkg_round1", &sid, move || store.fetch(&id, None))
-        .await?
-        .is_some()
-    {
-        let e = step_error(Step::Exists);
+    if let Err(e) = fits_the_store(&s, id, &sid, &params).await {
         return Err(refuse(&s, &peer, "dkg_round1", &sid, index, e).await);
     }
     let split =
         Threshold::new(params.t, params.n).map_err(|_| ApiError::bad(Reason::InvalidDkg))?;
     let mut rng = fresh_rng(id.as_bytes())?;
-    let (secret, package) =
-        threshold::dkg::part1(params.kind, me, split, &mut rng).map_err(|e| {
-            tracing::error!(error = %e, secret_id = %sid, "DKG part 1 failed");
-            ApiError::ours(Reason::Internal)
-        })?;
+    let part1 = match params.refreshes {
+        None => threshold::dkg::part1,
+        Some(_) => threshold::dkg::refresh_part1,
+    };
+    let (secret, package) = part1(params.kind, me, split, &mut rng).map_err(|e| {
+        tracing::error!(error = %e, secret_id = %sid, "DKG part 1 failed");
+        ApiError::ours(Reason::Internal)
+    })?;
     drop(rng);
     let (package, left) = match s.dkgs.begin(id, params, secret, package) {
         Ok(begun) => begun,
@@ -135,6 +140,77 @@ pub(crate) async fn round1(
         deadline_ms: left.as_millis() as u64,
     })
     .into_response())
+}
+
+/// What round 1 needs of the store. A new key: no row of this id at all (a finished DKG
+/// or a deposit is never redone). A refresh: the owner's committed key package of this
+/// kind and holder at the epoch refreshed, and no row yet at the next one.
+async fn fits_the_store(
+    s: &AppState,
+    id: SecretId,
+    sid: &str,
+    params: &Params,
+) -> Result<(), ApiError> {
+    let store = s.store.clone();
+    let (epoch, from) = (params.epoch, params.refreshes);
+    let (next, old) = blocking("dkg_round1", sid, move || {
+        let next = store.fetch(&id, Some(epoch))?;
+        let old = match from {
+            Some(e) => store.fetch(&id, Some(e))?,
+            None => store.fetch(&id, None)?,
+        };
+        Ok((next, old))
+    })
+    .await?;
+    if next.is_some() {
+        return Err(step_error(Step::Exists));
+    }
+    match (from, old) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(step_error(Step::Exists)),
+        (Some(_), Some(row))
+            if row.owner == params.owner
+                && row.kind == params.kind.as_str()
+                && u16::from(row.index) == params.me.get()
+                && !row.pending =>
+        {
+            Ok(())
+        }
+        (Some(_), _) => Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound)),
+    }
+}
+
+/// The key package a refresh starts from: the row at epoch `from`, unsealed and
+/// authenticated by the device (its Feldman check ran when it was stored).
+async fn refreshed(
+    s: &AppState,
+    peer: &Peer,
+    id: SecretId,
+    sid: &str,
+    from: u32,
+) -> Result<threshold::dkg::KeyShare, ApiError> {
+    let found = unseal_row(
+        s,
+        peer,
+        "dkg_finish",
+        id,
+        sid,
+        Some(from),
+        Want::SigningKey,
+        None,
+    )
+    .await?;
+    let bytes = found.unsealed.map_err(|e| device_error(&e))?;
+    match KeyEnvelope::decode_sealed(&bytes) {
+        Ok(key) if key.secret_id == *id.as_bytes() && key.epoch == from => {
+            Ok(threshold::dkg::KeyShare {
+                key_package: key.key_package,
+                public: key.public,
+                commitment: key.commitment,
+            })
+        }
+        _ => Err(ApiError::ours(Reason::StoredEnvelopeInvalid)),
+    }
 }
 
 /// SHA-256 over the relayed round-1 packages in holder order: what every holder must
@@ -235,7 +311,11 @@ fn compute_round2(
         }
         round1.insert(holder, package);
     }
-    let (secret2, outgoing) = threshold::dkg::part2(secret, &round1).map_err(|e| {
+    let part2 = match params.refreshes {
+        None => threshold::dkg::part2,
+        Some(_) => threshold::dkg::refresh_part2,
+    };
+    let (secret2, outgoing) = part2(secret, &round1).map_err(|e| {
         tracing::warn!(error = %e, "DKG round 2 refused a round-1 package");
         bad()
     })?;
@@ -272,7 +352,22 @@ pub(crate) async fn finish(
     let holder = params.me.get();
     let index = i64::from(holder);
     let transcript_hex = hex::encode(start.transcript);
-    let made = threshold::dkg::part3(start.secret, &start.round1, &start.round2)
+    let old = match params.refreshes {
+        None => None,
+        Some(from) => match refreshed(&s, &peer, id, &sid, from).await {
+            Ok(old) => Some(old),
+            Err(e) => {
+                s.dkgs.abort(&id);
+                return Err(refuse(&s, &peer, op, &sid, index, e).await);
+            }
+        },
+    };
+    let made = match &old {
+        None => threshold::dkg::part3(start.secret, &start.round1, &start.round2),
+        Some(old) => threshold::dkg::refresh_part3(start.secret, &start.round1, &start.round2, old),
+    };
+    drop(old);
+    let made = made
         .map_err(|e| match e {
             threshold::Error::DkgCheater { culprit } => {
                 tracing::warn!(secret_id = %sid, culprit = culprit.get(), "DKG: a holder's share fails its commitment");
@@ -308,7 +403,8 @@ pub(crate) async fn finish(
     };
     let mut audit = event(&peer, op, &sid, index, "ok", "");
     audit.detail = format!("kind={} transcript={transcript_hex}", params.kind);
-    let stored = seal_and_store(&s, params.owner.clone(), encoded, &env, audit).await;
+    let pending = params.refreshes.is_some();
+    let stored = seal_and_store(&s, params.owner.clone(), encoded, &env, pending, audit).await;
     let (outcome, key_version) = match stored {
         Ok(stored) => stored,
         Err(e) => {

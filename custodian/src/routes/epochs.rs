@@ -1,7 +1,8 @@
 //! Epochs: what a custodian does with a share beyond keeping and releasing it. Today, the
 //! share check without recovery: the custodian unseals its row inside, checks it against
 //! the manifest's commitment for it, and answers a verdict; the share never leaves it.
-//! Refresh, reshare and repair come here next.
+//! And the commit of a refresh's next epoch (the refresh itself runs the DKG's steps with
+//! sharings of zero, [`super::dkg`]). Reshare and repair come here next.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -10,11 +11,13 @@ use axum::{Extension, Json};
 use certs::Role;
 use shard::{SecretId, ShardEnvelope};
 use threshold::KeyEnvelope;
-use wire::custodian::{Verify, VerifyResponse};
+use wire::custodian::{CommitEpoch, CommitEpochResponse, Verify, VerifyResponse};
+
+use crate::store::CommitOutcome;
 use wire::Reason;
 
 use super::shards::{unseal_row, Want, SHARD};
-use super::{device_error, event, keyed_body, refuse, ApiError, Peer, Shared};
+use super::{blocking, device_error, event, keyed_body, refuse, ApiError, Peer, Shared};
 
 /// What a stored row is checked for: that it unseals, decodes as the row says, and
 /// matches `expected`. `Err` is the reason of a `bad` verdict.
@@ -112,6 +115,42 @@ pub(crate) async fn verify(
         kind: found.kind,
         verdict: outcome.to_owned(),
         reason: reason.map(|r| r.as_str().to_owned()),
+    })
+    .into_response())
+}
+
+/// `POST /v1/shards/{id}/commit {epoch}` (the enroller, once the manifest of `epoch` is
+/// stored): a refresh's pending row becomes the current one. Idempotent; the row of the
+/// epoch before stays until the coordinator deletes it.
+pub(crate) async fn commit_epoch(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(raw_id): Path<String>,
+    body: Result<Json<CommitEpoch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let op = "commit_epoch";
+    let roles = [Role::Enroller];
+    let (id, sid, epoch) =
+        keyed_body(&s, &peer, op, &raw_id, &roles, body, |req| Ok(req.epoch)).await?;
+    let store = s.store.clone();
+    let mut audit = event(&peer, op, &sid, -1, "ok", "");
+    audit.detail = format!("epoch={epoch}");
+    let outcome = blocking(op, &sid, move || store.commit_epoch(&id, epoch, audit)).await?;
+    let already_committed = match outcome {
+        CommitOutcome::Committed => false,
+        CommitOutcome::AlreadyCommitted => true,
+        CommitOutcome::Missing => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                Reason::NotFound,
+            ))
+        }
+    };
+    tracing::info!(peer = %peer.0, secret_id = %sid, epoch, already_committed, "epoch committed");
+    Ok(Json(CommitEpochResponse {
+        secret_id: sid,
+        epoch,
+        already_committed,
     })
     .into_response())
 }

@@ -5,7 +5,7 @@
 //! | module | capability | routes |
 //! |---|---|---|
 //! | [`shards`] | deposit, release, delete, list | `/v1/shards`, `/v1/shards/{id}` |
-//! | [`epochs`] | share checks without recovery | `/v1/shards/{id}/verify` |
+//! | [`epochs`] | share checks without recovery, a refresh's commit | `/v1/shards/{id}/verify`, `/v1/shards/{id}/commit` |
 //! | [`signing`] | threshold signing rounds | `/v1/keys/{id}/commit`, `/v1/keys/{id}/sign` |
 //! | [`dkg`] | keys born distributed, coordinated by the enroller | `/v1/dkg/{id}/round1`, `/round2`, `/finish` |
 //! | [`peer`] | the custodian-to-custodian channel | `/v1/peer/dkg/{id}` |
@@ -39,7 +39,9 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::{AuditEvent, Store};
-use wire::custodian::{Commit, Deposit, Health, Metrics as MetricsRequest, Release, Sign, Verify};
+use wire::custodian::{
+    Commit, CommitEpoch, Deposit, Health, Metrics as MetricsRequest, Release, Sign, Verify,
+};
 use wire::dkg::{DkgFinish, DkgRound1, DkgRound2, PeerDkg};
 use wire::{Reason, Refusal, Request as _};
 
@@ -132,6 +134,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route(Deposit::ROUTE, put(shards::deposit).get(shards::list))
         .route(Release::ROUTE, get(shards::release).delete(shards::delete))
         .route(Verify::ROUTE, post(epochs::verify))
+        .route(CommitEpoch::ROUTE, post(epochs::commit_epoch))
         .route(Commit::ROUTE, post(signing::commit))
         .route(Sign::ROUTE, post(signing::sign))
         .route(DkgRound1::ROUTE, post(dkg::round1))
@@ -161,6 +164,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         ("GET", "/v1/shards") => "list",
         ("GET", p) if p.starts_with("/v1/shards/") => "release",
         ("POST", p) if p.starts_with("/v1/shards/") && p.ends_with("/verify") => "verify",
+        ("POST", p) if p.starts_with("/v1/shards/") && p.ends_with("/commit") => "commit_epoch",
         ("DELETE", _) => "delete",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/commit") => "commit",
         ("POST", p) if p.starts_with("/v1/keys/") && p.ends_with("/sign") => "sign",

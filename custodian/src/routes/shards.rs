@@ -36,11 +36,11 @@ pub(crate) async fn deposit(
     };
     let sid = env.secret_id.to_string();
     let audit = event(&peer, "deposit", &sid, i64::from(env.index), "ok", "");
-    let (outcome, key_version) = match seal_and_store(&s, owner.to_string(), raw, &env, audit).await
-    {
-        Ok(stored) => stored,
-        Err(e) => return Err(refuse(&s, &peer, "deposit", &sid, i64::from(env.index), e).await),
-    };
+    let (outcome, key_version) =
+        match seal_and_store(&s, owner.to_string(), raw, &env, false, audit).await {
+            Ok(stored) => stored,
+            Err(e) => return Err(refuse(&s, &peer, "deposit", &sid, i64::from(env.index), e).await),
+        };
     let resp = |already_stored| DepositResponse {
         secret_id: sid.clone(),
         epoch: env.epoch,
@@ -74,6 +74,7 @@ pub(crate) async fn seal_and_store(
     owner: String,
     raw: Zeroizing<Vec<u8>>,
     env: &Deposited,
+    pending: bool,
     audit: crate::store::AuditEvent,
 ) -> Result<(DepositOutcome, u32), ApiError> {
     let sid = env.secret_id.to_string();
@@ -103,6 +104,7 @@ pub(crate) async fn seal_and_store(
         // Invariant: an envelope is at most MAX_ENVELOPE_LEN (or MAX_KEY_ENVELOPE_LEN) bytes.
         size: raw.len() as u32,
         kind: env.kind.to_owned(),
+        pending,
     };
     let store = s.store.clone();
     let what = audit.event;

@@ -95,8 +95,8 @@ pub(crate) async fn commit(
     Path(raw_id): Path<String>,
     body: Result<Json<Commit>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (id, sid, _, session) = start(&s, &peer, "commit", &raw_id, body, |r| &r.session).await?;
-    let found = unseal_owned(&s, &peer, "commit", id, &sid, None, Want::SigningKey).await?;
+    let (id, sid, req, session) = start(&s, &peer, "commit", &raw_id, body, |r| &r.session).await?;
+    let found = unseal_owned(&s, &peer, "commit", id, &sid, req.epoch, Want::SigningKey).await?;
     let bytes = match found.unsealed {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -41,6 +41,9 @@ const MIGRATIONS: &[&str] = &[
     // the audit detail of a signature share (message digest and session id).
     "ALTER TABLE shards ADD COLUMN kind TEXT NOT NULL DEFAULT 'shard';
      ALTER TABLE audit ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
+    // 4: epochs. A pending row (a refresh's next epoch, before the coordinator commits it)
+    // is used only when asked for by its epoch; the newest committed row is the default.
+    "ALTER TABLE shards ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Applies the migrations `conn`'s database has not run yet, each in its own

@@ -26,7 +26,7 @@ mod migrations;
 mod shards;
 
 pub use audit::{AuditEvent, AuditRow, AuditVerdict};
-pub use shards::{DepositOutcome, NewShard, StoredShard};
+pub use shards::{CommitOutcome, DepositOutcome, NewShard, StoredShard};
 
 /// Storage errors. None carries shard bytes.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,8 @@ pub struct NewShard {
     pub size: u32,
     /// `shard`, or the kind of a threshold-signing key (`ed25519`, ...).
     pub kind: String,
+    /// A next epoch's row, not yet committed.
+    pub pending: bool,
 }
 
 /// A stored shard row.
@@ -53,6 +55,19 @@ pub struct StoredShard {
     pub created_at: i64,
     /// `shard`, or the kind of a threshold-signing key.
     pub kind: String,
+    /// A next epoch's row, not yet committed.
+    pub pending: bool,
+}
+
+/// What committing an epoch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The pending row is now committed.
+    Committed,
+    /// It was committed already.
+    AlreadyCommitted,
+    /// No row of that epoch.
+    Missing,
 }
 
 /// What a deposit did.
@@ -66,8 +81,8 @@ pub enum DepositOutcome {
     Conflict,
 }
 
-/// `epoch, idx, owner, blob, key_version, size, created_at, kind` of a `shards` row.
-type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64, String);
+/// `epoch, idx, owner, blob, key_version, size, created_at, kind, pending` of a `shards` row.
+type ShardColumns = (u32, u8, String, Vec<u8>, u32, u32, i64, String, bool);
 
 impl Store {
     /// Stores a sealed shard and its audit row in one durable transaction.
@@ -97,8 +112,8 @@ impl Store {
                 Some(_) => DepositOutcome::Conflict,
                 None => {
                     tx.prepare_cached(
-                        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at, kind)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT INTO shards (secret_id, epoch, idx, owner, blob, digest, key_version, size, created_at, kind, pending)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
                     .execute(params![
                         &shard.secret_id.as_bytes()[..],
@@ -110,7 +125,8 @@ impl Store {
                         shard.key_version,
                         shard.size,
                         now(),
-                        shard.kind
+                        shard.kind,
+                        shard.pending
                     ])?;
                     DepositOutcome::Stored
                 }
@@ -124,7 +140,46 @@ impl Store {
         })
     }
 
-    /// The shard of `secret_id` at `epoch`, or at its newest epoch when `epoch` is `None`.
+    /// Commits the pending row of `secret_id` at `epoch` (a refresh's next epoch), with its
+    /// audit row, in one durable transaction. Idempotent.
+    pub fn commit_epoch(
+        &self,
+        secret_id: &SecretId,
+        epoch: u32,
+        audit: AuditEvent,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.write(|tx, head| {
+            let id = &secret_id.as_bytes()[..];
+            let n = tx.execute(
+                "UPDATE shards SET pending = 0 WHERE secret_id = ?1 AND epoch = ?2 AND pending = 1",
+                params![id, epoch],
+            )?;
+            let outcome = if n > 0 {
+                CommitOutcome::Committed
+            } else {
+                let exists: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM shards WHERE secret_id = ?1 AND epoch = ?2",
+                        params![id, epoch],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match exists {
+                    Some(_) => CommitOutcome::AlreadyCommitted,
+                    None => CommitOutcome::Missing,
+                }
+            };
+            let audit = match outcome {
+                CommitOutcome::Missing => audit.refused("not_found"),
+                _ => audit,
+            };
+            *head = append(tx, *head, &audit)?;
+            Ok(outcome)
+        })
+    }
+
+    /// The shard of `secret_id` at `epoch` (committed or pending), or at its newest
+    /// committed epoch when `epoch` is `None`.
     pub fn fetch(
         &self,
         secret_id: &SecretId,
@@ -141,26 +196,27 @@ impl Store {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             };
             let row = match epoch {
                 Some(e) => c
                     .prepare_cached(
-                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind FROM shards
+                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind, pending FROM shards
                          WHERE secret_id = ?1 AND epoch = ?2",
                     )?
                     .query_row(params![&secret_id.as_bytes()[..], e], map)
                     .optional()?,
                 None => c
                     .prepare_cached(
-                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind FROM shards
-                         WHERE secret_id = ?1 ORDER BY epoch DESC LIMIT 1",
+                        "SELECT epoch, idx, owner, blob, key_version, size, created_at, kind, pending FROM shards
+                         WHERE secret_id = ?1 AND pending = 0 ORDER BY epoch DESC LIMIT 1",
                     )?
                     .query_row(params![&secret_id.as_bytes()[..]], map)
                     .optional()?,
             };
             Ok(row.map(
-                |(epoch, index, owner, blob, key_version, size, created_at, kind)| StoredShard {
+                |(epoch, index, owner, blob, key_version, size, created_at, kind, pending)| StoredShard {
                     secret_id: *secret_id,
                     epoch,
                     index,
@@ -170,6 +226,7 @@ impl Store {
                     size,
                     created_at,
                     kind,
+                    pending,
                 },
             ))
         })
@@ -228,7 +285,7 @@ impl Store {
         self.with_reader(|c| {
             let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
             let mut stmt = c.prepare_cached(
-                "SELECT secret_id, epoch, idx, owner, size, length(blob), key_version, created_at, kind FROM shards
+                "SELECT secret_id, epoch, idx, owner, size, length(blob), key_version, created_at, kind, pending FROM shards
                  WHERE secret_id > ?1 ORDER BY secret_id, epoch LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
@@ -243,6 +300,7 @@ impl Store {
                     key_version: r.get(6)?,
                     created_at: r.get(7)?,
                     kind: r.get(8)?,
+                    pending: r.get(9)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -275,6 +333,7 @@ mod tests {
             key_version: 1,
             size: 70,
             kind: "shard".into(),
+            pending: false,
         }
     }
 

@@ -158,16 +158,16 @@ async fn born_distributed(
     secret_id: SecretId,
     epoch: u32,
 ) -> Result<Response, ApiError> {
-    let ran = crate::dkg::run(
-        &s.custodians,
-        &s.peers,
-        &owner.to_string(),
+    let owner_text = owner.to_string();
+    let key = crate::dkg::KeyRun {
+        owner: &owner_text,
         kind,
-        s.threshold,
+        threshold: s.threshold,
         secret_id,
         epoch,
-    )
-    .await;
+        refreshes: None,
+    };
+    let ran = crate::dkg::run(&s.custodians, &s.peers, &key).await;
     let signed = match ran {
         Ok(public) => dkg_manifest(s, owner, kind, secret_id, epoch, &public)
             .await
@@ -403,9 +403,7 @@ pub(crate) async fn enrollment(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let owner = require(&s, &peer, &[Role::User])?.to_string();
-    let id: SecretId = id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretId))?;
+    let id = secret_id(&id)?;
     let db = s.db.clone();
     let rows = blocking(move || db.enrollments(&owner))
         .await?
@@ -414,4 +412,23 @@ pub(crate) async fn enrollment(
         .find(|r| r.secret_id == id.to_string())
         .map(|r| Json(info(r)).into_response())
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound))
+}
+
+/// `POST /v1/enrollments/{id}/refresh`: a proactive refresh of the owner's signing key
+/// ([`crate::refresh`]).
+pub(crate) async fn refresh(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let owner = require(&s, &peer, &[Role::User])?;
+    let id = secret_id(&id)?;
+    let answer = crate::refresh::refresh(&s, &owner, id).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// A secret id from the path, or its refusal.
+fn secret_id(text: &str) -> Result<SecretId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Reason::InvalidSecretId))
 }

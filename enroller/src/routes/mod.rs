@@ -29,7 +29,8 @@ use mtls::Client;
 use shard::{CustodianId, Threshold};
 use svc::Peer;
 use wire::enroller::{
-    Enroll, Enrollment, Enrollments, Health, Invite, Login, ManifestKey, Register, Unlock, Users,
+    Enroll, Enrollment, Enrollments, Health, Invite, Login, ManifestKey, Refresh, Register, Unlock,
+    Users,
 };
 use wire::{CustodianFailure, Reason, Refusal, Request as _};
 
@@ -125,6 +126,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route(Enroll::ROUTE, post(enrollment::enroll))
         .route(Enrollments::ROUTE, get(enrollment::enrollments))
         .route(Enrollment::ROUTE, get(enrollment::enrollment))
+        .route(Refresh::ROUTE, post(enrollment::refresh))
         .route(ManifestKey::ROUTE, get(ops::manifest_key))
         .route(Health::ROUTE, get(ops::health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })

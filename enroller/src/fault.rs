@@ -1,0 +1,19 @@
+//! Fault injection for the end-to-end tests: an enroller that dies (as under `kill -9`)
+//! at a named step, so that the tests can show every step survives it. Built only with
+//! the `fault-injection` feature, which the test suite enables and no release build or
+//! package does; even then it acts only when `ENROLLER_FAULT` names the step.
+//!
+//! | `ENROLLER_FAULT` | the process exits, with nothing flushed or cleaned up |
+//! |---|---|
+//! | `refresh-after-begin` | after a refresh's job row is written, before the custodians are asked |
+//! | `refresh-before-manifest` | after every custodian stored its pending row, before the new manifest is |
+//! | `refresh-after-manifest` | after the new manifest is stored, before any custodian commits it |
+
+/// Exits the process at once (status 137, as a `kill -9` would leave it) when
+/// `ENROLLER_FAULT` names `step`.
+pub fn at(step: &str) {
+    if std::env::var("ENROLLER_FAULT").is_ok_and(|v| v.split(',').any(|f| f == step)) {
+        tracing::warn!(step, "fault injection: the enroller dies here");
+        std::process::exit(137);
+    }
+}

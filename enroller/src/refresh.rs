@@ -1,0 +1,277 @@
+//! Proactive refresh of a threshold-signing key: epoch `e` to `e + 1`, same key, same `t`
+//! and `n`, new key packages at every custodian, and old ones that no longer combine.
+//!
+//! Two-phase, with a durable job row (`users::Job`) so that a crash of any process at any
+//! step ends at one epoch:
+//!
+//! 1. `prepare`: the job row is written; the custodians run the refresh (a DKG of zero:
+//!    the enroller relays public round-1 packages, the sharings travel over the peer
+//!    channel) and each stores its new key package as a *pending* row of `e + 1`.
+//! 2. The turning point: the manifest of `e + 1` is signed and stored with the job's step
+//!    `commit`, in one transaction. Before it, `e` is the only epoch in force and a
+//!    failure (or a restart) aborts: every pending row of `e + 1` is deleted. After it,
+//!    `e + 1` is in force (a custodian answers a pending row when asked for its epoch)
+//!    and the job only goes forward:
+//! 3. `commit`: every custodian makes `e + 1` its current row;
+//! 4. then every custodian deletes `e`, and the job row goes.
+//!
+//! Clients take `t` shares of the epoch their signed manifest names, never a mix.
+
+use std::time::Duration;
+
+use base64::Engine;
+use mtls::{Error, StatusCode};
+use shard::{Manifest, SecretId, SecretKind, SignedManifest};
+use wire::enroller::RefreshResponse;
+use wire::Reason;
+
+use crate::distribute::{all_or_failed, each, Failed};
+use crate::routes::{ApiError, Shared};
+use crate::users::Job;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// How often unfinished jobs are driven again (and once at startup).
+pub const REDRIVE_EVERY: Duration = Duration::from_secs(10);
+
+async fn db<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&crate::users::Db) -> Result<T, crate::users::DbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let db = s.db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| crate::routes::internal(Reason::Worker, e))?
+        .map_err(|e| crate::routes::internal(Reason::Database, e))
+}
+
+/// Refreshes `owner`'s key `secret_id`; answers once the manifest of the new epoch is in
+/// force (and says whether every custodian has committed it and dropped the old one).
+pub async fn refresh(
+    s: &Shared,
+    owner: &certs::SpiffeId,
+    secret_id: SecretId,
+) -> Result<RefreshResponse, ApiError> {
+    let id = *secret_id.as_bytes();
+    let row = db(s, move |d| d.enrollment(&id)).await?;
+    let Some(row) = row.filter(|r| r.owner == owner.to_string()) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound));
+    };
+    let signed = SignedManifest::decode(&row.manifest)
+        .map_err(|e| crate::routes::internal(Reason::ManifestSigning, e))?;
+    let manifest = signed.unverified().clone();
+    let SecretKind::Signing { kind, group_key } = &manifest.kind else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Reason::RefreshNotForKind,
+        ));
+    };
+    let kind: threshold::Kind = kind
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::CONFLICT, Reason::RefreshNotForKind))?;
+    let names: Vec<_> = s.custodians.iter().map(|(c, _)| c.clone()).collect();
+    if manifest.custodians != names || manifest.threshold != s.threshold {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Reason::CustodianSetChanged,
+        ));
+    }
+    // An unfinished job of this secret is finished (or aborted) first.
+    if let Some(job) = db(s, move |d| d.job(&id)).await? {
+        drive(s, &job).await;
+        if db(s, move |d| d.job(&id)).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::RefreshInProgress,
+            ));
+        }
+        return refresh_again(s, owner, secret_id).await;
+    }
+    let from = manifest.epoch;
+    let to = from
+        .checked_add(1)
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, Reason::RefreshNotForKind))?;
+    let job = Job {
+        secret_id: id,
+        kind: "refresh".into(),
+        from_epoch: from,
+        to_epoch: to,
+        step: "prepare".into(),
+    };
+    let begun = job.clone();
+    if !db(s, move |d| d.begin_job(&begun)).await? {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::RefreshInProgress,
+        ));
+    }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::at("refresh-after-begin");
+    let prepared = prepare(s, &manifest, kind, group_key, to).await;
+    let next = match prepared {
+        Ok(next) => next,
+        Err(e) => {
+            abort(s, &job).await;
+            return Err(e);
+        }
+    };
+    #[cfg(feature = "fault-injection")]
+    crate::fault::at("refresh-before-manifest");
+    let encoded = next.encode();
+    let stored = encoded.clone();
+    db(s, move |d| d.advance_job(&id, to, &stored)).await?;
+    tracing::info!(%secret_id, from, to, "refresh: the new epoch is in force");
+    #[cfg(feature = "fault-injection")]
+    crate::fault::at("refresh-after-manifest");
+    let committed = Job {
+        step: "commit".into(),
+        ..job
+    };
+    let complete = drive(s, &committed).await;
+    Ok(RefreshResponse {
+        secret_id: secret_id.to_string(),
+        epoch: to,
+        manifest: B64.encode(&encoded),
+        complete,
+    })
+}
+
+/// A refresh started over once an unfinished job was cleared.
+fn refresh_again<'a>(
+    s: &'a Shared,
+    owner: &'a certs::SpiffeId,
+    secret_id: SecretId,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<RefreshResponse, ApiError>> + Send + 'a>,
+> {
+    Box::pin(refresh(s, owner, secret_id))
+}
+
+/// Step 1 and the new manifest: the custodians' refresh, checked (same group key, every
+/// custodian agreeing), and the manifest of `to` signed by the token.
+async fn prepare(
+    s: &Shared,
+    manifest: &Manifest,
+    kind: threshold::Kind,
+    group_key: &[u8],
+    to: u32,
+) -> Result<SignedManifest, ApiError> {
+    let key = crate::dkg::KeyRun {
+        owner: &manifest.owner,
+        kind,
+        threshold: manifest.threshold,
+        secret_id: manifest.secret_id,
+        epoch: to,
+        refreshes: Some(manifest.epoch),
+    };
+    let ran = crate::dkg::run(&s.custodians, &s.peers, &key).await;
+    let public = match ran {
+        Ok(public) if public.group_key().as_bytes() == group_key => public,
+        Ok(_) | Err(crate::dkg::DkgFailed::Disagree) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                Reason::CustodiansDisagree,
+            ))
+        }
+        Err(crate::dkg::DkgFailed::Custodians(failure)) => {
+            let mut e = ApiError::new(StatusCode::BAD_GATEWAY, Reason::CustodiansFailed);
+            e.custodians = Some(failure.failed);
+            return Err(e);
+        }
+    };
+    let commitments = public
+        .holder_digests()
+        .map_err(|e| crate::routes::internal(Reason::Secret, e))?
+        .into_iter()
+        .map(shard::Commitment)
+        .collect();
+    let next = Manifest {
+        epoch: to,
+        created_at: crate::routes::now() as u64,
+        commitments,
+        ..manifest.clone()
+    };
+    let token = s.token.clone();
+    tokio::task::spawn_blocking(move || next.sign(&*token))
+        .await
+        .map_err(|e| crate::routes::internal(Reason::Worker, e))?
+        .map_err(|e| crate::routes::internal(Reason::ManifestSigning, e))
+}
+
+/// Drives `job` as far as it goes now: a `prepare` job is aborted, a `commit` job is
+/// committed everywhere and the old epoch deleted. Answers whether the job is done.
+pub async fn drive(s: &Shared, job: &Job) -> bool {
+    if job.step != "commit" {
+        return abort(s, job).await;
+    }
+    let id = SecretId::from_bytes(job.secret_id);
+    let (to, from) = (job.to_epoch, job.from_epoch);
+    let committed = each(&s.custodians, |_, c| c.commit_epoch(&id, to)).await;
+    if let Err(failed) = all_or_failed(committed) {
+        log_unfinished("commit", &id, &failed);
+        return false;
+    }
+    let deleted = each(&s.custodians, |_, c| gone(c.delete(&id, Some(from)))).await;
+    if let Err(failed) = all_or_failed(deleted) {
+        log_unfinished("delete the old epoch", &id, &failed);
+        return false;
+    }
+    let secret = job.secret_id;
+    match db(s, move |d| d.end_job(&secret)).await {
+        Ok(()) => {
+            tracing::info!(secret_id = %id, epoch = to, "refresh complete: every custodian holds the new epoch only");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Aborts a job before its turning point: every custodian drops its pending row of the
+/// new epoch and any refresh state. Answers whether every custodian confirmed.
+async fn abort(s: &Shared, job: &Job) -> bool {
+    let id = SecretId::from_bytes(job.secret_id);
+    let to = job.to_epoch;
+    let deleted = each(&s.custodians, |_, c| gone(c.delete(&id, Some(to)))).await;
+    if let Err(failed) = all_or_failed(deleted) {
+        log_unfinished("abort", &id, &failed);
+        return false;
+    }
+    let secret = job.secret_id;
+    let ended = db(s, move |d| d.end_job(&secret)).await.is_ok();
+    tracing::warn!(secret_id = %id, epoch = job.from_epoch, "refresh aborted: the old epoch stays in force");
+    ended
+}
+
+/// A deletion that found nothing counts as done.
+async fn gone<T>(
+    deletion: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<(), Error> {
+    match deletion.await {
+        Ok(_) => Ok(()),
+        Err(Error::Refused { status, .. }) if status == StatusCode::NOT_FOUND => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn log_unfinished(what: &str, id: &SecretId, failed: &Failed) {
+    let names: Vec<_> = failed
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.name, f.reason))
+        .collect();
+    tracing::warn!(secret_id = %id, custodians = ?names, "refresh: could not {what} everywhere yet; it is driven again");
+}
+
+/// Drives every unfinished job, at startup and then every [`REDRIVE_EVERY`].
+pub async fn redrive(s: Shared) {
+    let mut tick = tokio::time::interval(REDRIVE_EVERY);
+    loop {
+        tick.tick().await;
+        let Ok(jobs) = db(&s, |d| d.jobs()).await else {
+            continue;
+        };
+        for job in jobs {
+            drive(&s, &job).await;
+        }
+    }
+}
