@@ -25,38 +25,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use mtls::Client;
-use testkit::figures::{ms, percentile};
+use testkit::figures::{measure, ms};
 use testkit::shardctl::world;
 use testkit::signing::{clients_of, commit, sign_round};
 use threshold::{
     aggregate, deal, HolderId, Kind, SeededRng, SignatureShare, SigningPackage, Threshold,
     Zeroizing,
 };
-
-/// Runs `f` until `count` runs or `budget` passed; prints and answers the p50.
-fn measure(what: &str, count: usize, budget: Duration, mut f: impl FnMut(usize)) -> Duration {
-    let start = Instant::now();
-    let mut lat = Vec::with_capacity(count);
-    for i in 0..count {
-        if start.elapsed() > budget {
-            break;
-        }
-        let t = Instant::now();
-        f(i);
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    let p50 = percentile(&lat, 0.50);
-    println!(
-        "  {what}: {} runs  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        lat.len(),
-        ms(p50),
-        ms(percentile(&lat, 0.90)),
-        ms(percentile(&lat, 0.99)),
-        ms(lat.last().copied().unwrap_or_default()),
-    );
-    p50
-}
 
 /// The DKG's computation alone: four holders' three parts, in this process.
 fn dkg_alone(kind: Kind, n: usize) -> Duration {

@@ -417,4 +417,40 @@ fn refresh_renews_every_share_of_the_same_key_and_survives_a_crash_at_every_step
     signs(&alice, &id, kind, &public, "after.sig");
     assert_eq!(alice.json(&["pubkey", &id])["epoch"], 3);
     assert_eq!(alice.json(&["verify", &id])["ok"], 4);
+
+    // The scheduled refresh (every 3 s here; the enroller is stopped right after its first
+    // pass) moves every signing key one epoch on, and leaves the shard-kind secret alone.
+    let enroller = w.cluster.enroller.as_mut().unwrap();
+    let _ = enroller.stop();
+    enroller.set_env("ENROLLER_REFRESH_INTERVAL_SECONDS", Some("3"));
+    enroller.start().unwrap();
+    enroller.wait_ready().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let log = w.cluster.enroller.as_ref().unwrap().log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("scheduled refresh done")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled pass:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        line.contains("refreshed=3") && line.contains("failed=0"),
+        "{line}"
+    );
+    let enroller = w.cluster.enroller.as_mut().unwrap();
+    let _ = enroller.stop();
+    enroller.set_env("ENROLLER_REFRESH_INTERVAL_SECONDS", None);
+    enroller.start().unwrap();
+    enroller.wait_ready().unwrap();
+    for (n, (kind, id, public)) in keys.iter().enumerate() {
+        let epoch = if n == 0 { 4 } else { 3 };
+        converges(&w, id, epoch);
+        signs(&alice, id, *kind, public, &format!("scheduled-{n}.sig"));
+        assert_eq!(alice.json(&["pubkey", id])["epoch"], epoch);
+    }
+    assert_eq!(rows_of(&w, 0, &p256), [(1, false)]);
 }

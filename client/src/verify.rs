@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use shard::Manifest;
 
 use crate::error::CliError;
 use crate::net;
@@ -22,10 +23,10 @@ pub fn verify(ctx: &Ctx, secret_id: &str, deadline_ms: u64) -> Result<Report, Cl
         signed,
         mut report,
     } = owned(ctx, &secret_id)?;
-    let manifest = signed.unverified();
     let deadline = Duration::from_millis(deadline_ms);
-    let started = Instant::now();
-    let asks = manifest
+    let check = |manifest: &Manifest| {
+        let started = Instant::now();
+        let asks = manifest
         .custodians
         .iter()
         .zip(&manifest.commitments)
@@ -74,7 +75,21 @@ pub fn verify(ctx: &Ctx, secret_id: &str, deadline_ms: u64) -> Result<Report, Cl
                 }
             }
         });
-    let outcomes: Vec<Outcome> = ctx.block_on(futures_util::future::join_all(asks))?;
+        ctx.block_on(futures_util::future::join_all(asks))
+    };
+    let mut signed = signed;
+    let mut outcomes: Vec<Outcome> = check(signed.unverified())?;
+    // Not every share checks at the cached manifest's epoch: a refresh may have moved the
+    // secret on since. Once more with the enroller's manifest, if it is newer.
+    if outcomes.iter().any(|o| o.result != "ok") {
+        if let Some(newer) =
+            crate::recover::newer_manifest(ctx, &config, &login, &tls, signed.unverified())
+        {
+            signed = newer;
+            outcomes = check(signed.unverified())?;
+        }
+    }
+    let manifest = signed.unverified();
     let ok = outcomes.iter().filter(|o| o.result == "ok").count();
     let n = outcomes.len();
     if outcomes.iter().any(|o| o.result == "expired") {

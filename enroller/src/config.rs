@@ -38,6 +38,9 @@
 //! [checks]
 //! interval_seconds = 86400               # scheduled share checks; 0 turns them off
 //!
+//! [refresh]
+//! interval_seconds = 0                   # scheduled refresh of every signing key; 0: off
+//!
 //! [log]
 //! format = "text"
 //! level = "info"
@@ -85,6 +88,9 @@ pub struct Config {
     /// Scheduled share checks.
     #[serde(default)]
     pub checks: Checks,
+    /// Scheduled refresh of every threshold-signing key.
+    #[serde(default)]
+    pub refresh: Schedule,
     /// Logging.
     #[serde(default)]
     pub log: Log,
@@ -120,6 +126,14 @@ impl Default for Checks {
             interval_seconds: 86_400,
         }
     }
+}
+
+/// A schedule that is off unless set (`interval_seconds`, 0 = off).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    /// Seconds between two passes; 0 turns it off.
+    pub interval_seconds: u64,
 }
 
 /// Limits.
@@ -170,6 +184,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.deposit_timeout_ms", Kind::Int),
     ("limits.backoff_max_seconds", Kind::Int),
     ("checks.interval_seconds", Kind::Int),
+    ("refresh.interval_seconds", Kind::Int),
 ];
 
 /// The environment variable that overrides `key`.

@@ -229,6 +229,12 @@ fn serve(cfg: Config) -> Result<(), String> {
         )
     });
     let redrive = state.clone();
+    let refreshes = (cfg.refresh.interval_seconds > 0).then(|| {
+        (
+            state.clone(),
+            Duration::from_secs(cfg.refresh.interval_seconds),
+        )
+    });
     let router = enroller::routes::router(state, cfg.limits.max_body_bytes);
     let files = svc::TlsFiles {
         ca: cfg.tls.ca.clone(),
@@ -251,6 +257,9 @@ fn serve(cfg: Config) -> Result<(), String> {
             tokio::spawn(enroller::checks::run(state, every));
         }
         tokio::spawn(enroller::refresh::redrive(redrive));
+        if let Some((state, every)) = refreshes {
+            tokio::spawn(enroller::refresh::scheduled(state, every));
+        }
         if let Some((addr, app)) = health {
             svc::serve_plain_health(addr, app)
                 .await

@@ -31,6 +31,10 @@ use crate::users::Job;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Keys the scheduled refresh refreshes at once: enough to overlap one key's device and
+/// network waits with another's computation, few enough to leave the custodians room.
+pub const PASS_AT_ONCE: usize = 4;
+
 /// How often unfinished jobs are driven again (and once at startup).
 pub const REDRIVE_EVERY: Duration = Duration::from_secs(10);
 
@@ -45,16 +49,17 @@ async fn db<T: Send + 'static>(
         .map_err(|e| crate::routes::internal(Reason::Database, e))
 }
 
-/// Refreshes `owner`'s key `secret_id`; answers once the manifest of the new epoch is in
-/// force (and says whether every custodian has committed it and dropped the old one).
+/// Refreshes `owner`'s key `secret_id` (any owner's when `None`: the scheduled
+/// refresh); answers once the manifest of the new epoch is in force (and says whether
+/// every custodian has committed it and dropped the old one).
 pub async fn refresh(
     s: &Shared,
-    owner: &certs::SpiffeId,
+    owner: Option<&certs::SpiffeId>,
     secret_id: SecretId,
 ) -> Result<RefreshResponse, ApiError> {
     let id = *secret_id.as_bytes();
     let row = db(s, move |d| d.enrollment(&id)).await?;
-    let Some(row) = row.filter(|r| r.owner == owner.to_string()) else {
+    let Some(row) = row.filter(|r| owner.is_none_or(|o| r.owner == o.to_string())) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound));
     };
     let signed = SignedManifest::decode(&row.manifest)
@@ -139,7 +144,7 @@ pub async fn refresh(
 /// A refresh started over once an unfinished job was cleared.
 fn refresh_again<'a>(
     s: &'a Shared,
-    owner: &'a certs::SpiffeId,
+    owner: Option<&'a certs::SpiffeId>,
     secret_id: SecretId,
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<RefreshResponse, ApiError>> + Send + 'a>,
@@ -260,6 +265,57 @@ fn log_unfinished(what: &str, id: &SecretId, failed: &Failed) {
         .map(|f| format!("{}: {}", f.name, f.reason))
         .collect();
     tracing::warn!(secret_id = %id, custodians = ?names, "refresh: could not {what} everywhere yet; it is driven again");
+}
+
+/// The scheduled refresh: every `every`, each threshold-signing key is refreshed,
+/// [`PASS_AT_ONCE`] at a time, so that the custodians' other work goes on. A key whose refresh fails
+/// stays at its epoch and is tried again at the next pass; each pass ends with one
+/// summary line.
+pub async fn scheduled(s: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await; // the first tick is immediate: start one interval after startup
+    loop {
+        tick.tick().await;
+        let (done, failed) = pass(&s).await;
+        tracing::info!(refreshed = done, failed, "scheduled refresh done");
+    }
+}
+
+/// One pass of the scheduled refresh: answers how many keys were refreshed and failed.
+pub async fn pass(s: &Shared) -> (u64, u64) {
+    let (mut done, mut failed) = (0, 0);
+    let mut after: Option<[u8; 16]> = None;
+    loop {
+        let from = after;
+        let Ok(page) = db(s, move |d| d.manifests_after(from.as_ref(), 256)).await else {
+            return (done, failed);
+        };
+        let Some((last, _)) = page.last() else {
+            return (done, failed);
+        };
+        after = Some(*last);
+        let signing: Vec<SecretId> = page
+            .iter()
+            .filter(|(_, encoded)| {
+                SignedManifest::decode(encoded)
+                    .is_ok_and(|m| matches!(m.unverified().kind, SecretKind::Signing { .. }))
+            })
+            .map(|(id, _)| SecretId::from_bytes(*id))
+            .collect();
+        for batch in signing.chunks(PASS_AT_ONCE) {
+            let outcomes =
+                futures_util::future::join_all(batch.iter().map(|id| refresh(s, None, *id))).await;
+            for (id, outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => done += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(secret_id = %id, reason = e.reason.as_str(), "scheduled refresh: not refreshed this time");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Drives every unfinished job, at startup and then every [`REDRIVE_EVERY`].

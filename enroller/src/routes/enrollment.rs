@@ -423,7 +423,7 @@ pub(crate) async fn refresh(
 ) -> Result<Response, ApiError> {
     let owner = require(&s, &peer, &[Role::User])?;
     let id = secret_id(&id)?;
-    let answer = crate::refresh::refresh(&s, &owner, id).await?;
+    let answer = crate::refresh::refresh(&s, Some(&owner), id).await?;
     Ok(Json(answer).into_response())
 }
 
