@@ -454,3 +454,99 @@ fn refresh_renews_every_share_of_the_same_key_and_survives_a_crash_at_every_step
     }
     assert_eq!(rows_of(&w, 0, &p256), [(1, false)]);
 }
+
+#[test]
+fn a_cheating_custodian_is_named_and_bad_epoch_steps_change_nothing() {
+    let mut w = world();
+    let alice = w.logged_in("alice");
+    let bob = w.logged_in("bob");
+    let e = alice.json(&["enroll", "--kind", "ed25519"]);
+    let id = e["secret_id"].as_str().unwrap().to_owned();
+    let public = e["public_key"].as_str().unwrap().to_owned();
+    let owner = testkit::cluster::user_id("alice");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored =
+        |w: &testkit::shardctl::World, i: usize| rt.block_on(w.cluster.shards_of(i, &owner));
+    let before: Vec<Vec<String>> = (0..4).map(|i| stored(&w, i)).collect();
+
+    // c2 sends every peer a wrong share (a valid encoding, not of its polynomial): the
+    // others' checks against c2's commitment fail, the refresh is aborted naming c2, and
+    // the key stays at epoch 1 with nothing pending. A new key's DKG fails the same way
+    // and leaves nothing anywhere.
+    w.cluster.nodes[1].stop().unwrap();
+    w.cluster.nodes[1].set_env("CUSTODIAN_FAULT", Some("bad-dkg-share"));
+    w.cluster.nodes[1].start().unwrap();
+    w.cluster.wait_ready(1).unwrap();
+    let run = alice.run(&["--json", "refresh", &id]);
+    assert!(!run.status.success());
+    let err: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(err["error"], "refresh_failed", "{err}");
+    assert_eq!(
+        err["custodians"],
+        json!([{ "name": "c2", "reason": "dkg_cheater" }]),
+        "{err}"
+    );
+    converges(&w, &id, 1);
+    let row = w.cluster.nodes[0].wait_audit("dkg_finish", |a| {
+        a.event == "dkg_finish" && a.secret_id == id && a.outcome == "refused"
+    });
+    assert_eq!(
+        (row.reason.as_str(), row.detail.as_str()),
+        ("dkg_cheater", "culprit=2 peer=c2")
+    );
+    let run = alice.run(&["--json", "enroll", "--kind", "ed25519", "--dkg"]);
+    assert!(!run.status.success());
+    let err: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        err["custodians"],
+        json!([{ "name": "c2", "reason": "dkg_cheater" }]),
+        "{err}"
+    );
+    for (i, had) in before.iter().enumerate() {
+        assert_eq!(&stored(&w, i), had, "c{}", i + 1);
+        assert_eq!(w.metric(i, "custodian_dkgs_open"), 0.0);
+    }
+    w.cluster.nodes[1].stop().unwrap();
+    w.cluster.nodes[1].set_env("CUSTODIAN_FAULT", None);
+    w.cluster.nodes[1].start().unwrap();
+    w.cluster.wait_ready(1).unwrap();
+    signs(&alice, &id, Kind::Ed25519, &public, "after-cheater.sig");
+
+    // Bad epoch steps, spoken as the enroller: each a typed refusal that changes nothing.
+    let enroller = w.cluster.clients(&w.tls_of("enroller", "main"));
+    let peers: Value = w
+        .cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({ "holder": i + 1, "name": n.name, "address": n.addr.to_string(), "server_name": n.addr.ip().to_string() })
+        })
+        .collect();
+    rt.block_on(async {
+        let commit = format!("/v1/shards/{id}/commit");
+        refused(&enroller[0], Method::POST, &commit, json!({ "epoch": 7 }), 404, "not_found").await;
+        let (st, b) = call(&enroller[0], Method::POST, &commit, json!({ "epoch": 1 })).await;
+        assert_eq!((st, &b["already_committed"]), (200, &json!(true)), "{b}");
+        let users = clients_of(&w, &alice);
+        refused(&users[0], Method::POST, &commit, json!({ "epoch": 1 }), 403, "role_not_allowed").await;
+        let round1 = |owner: &str, epoch: u32, refreshes: u32| {
+            json!({ "owner": owner, "kind": "ed25519", "t": 3, "n": 4, "epoch": epoch, "refreshes": refreshes, "peers": peers })
+        };
+        let r1 = format!("/v1/dkg/{id}/round1");
+        // Not the next epoch; another owner's key; an unknown key; a kind the key is not.
+        refused(&enroller[0], Method::POST, &r1, round1(&owner, 3, 1), 400, "invalid_dkg").await;
+        let bob_id = testkit::cluster::user_id("bob");
+        refused(&enroller[0], Method::POST, &r1, round1(&bob_id, 2, 1), 404, "not_found").await;
+        let unknown = format!("/v1/dkg/{}/round1", "ab".repeat(16));
+        refused(&enroller[0], Method::POST, &unknown, round1(&owner, 2, 1), 404, "not_found").await;
+        let mut other_kind = round1(&owner, 2, 1);
+        other_kind["kind"] = json!("secp256k1-tr");
+        refused(&enroller[0], Method::POST, &r1, other_kind, 404, "not_found").await;
+        // A refresh of an epoch the key is not at.
+        refused(&enroller[0], Method::POST, &r1, round1(&owner, 6, 5), 404, "not_found").await;
+    });
+    let _ = bob;
+    converges(&w, &id, 1);
+    assert_eq!(alice.json(&["verify", &id])["ok"], 4);
+}

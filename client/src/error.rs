@@ -239,6 +239,12 @@ pub enum CliError {
         /// Some shards that landed could not be deleted again.
         cleanup_incomplete: bool,
     },
+    /// A refresh that did not reach (or was refused by) some custodians; the key stays at
+    /// its epoch.
+    RefreshFailed {
+        /// (custodian, reason).
+        custodians: Vec<(String, String)>,
+    },
     /// Not a secret id.
     InvalidSecretId(String),
     /// `--deadline-ms` out of range.
@@ -550,6 +556,18 @@ impl fmt::Display for CliError {
                 "{} must hold 1 byte to 64 KiB to be escrowed",
                 path.display()
             ),
+            CliError::RefreshFailed { custodians } => {
+                let list = custodians
+                    .iter()
+                    .map(|(n, r)| format!("{n}: {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                write!(
+                    f,
+                    "refresh failed at {list}; the key stays at its epoch and nothing of the \
+                     attempt is kept"
+                )
+            }
             CliError::EnrollFailed {
                 custodians,
                 cleanup_incomplete,
@@ -753,6 +771,7 @@ impl CliError {
             CliError::NotVerified { .. } => "not_verified",
             CliError::NotEnoughShards { .. } => "not_enough_shards",
             CliError::EnrollFailed { .. } => "enroll_failed",
+            CliError::RefreshFailed { .. } => "refresh_failed",
             CliError::AlreadyExists(_) | CliError::OutExists(_) => "already_exists",
             CliError::ServicesDown { .. } => "services_down",
             _ => "error",
@@ -790,7 +809,7 @@ impl CliError {
                 v["ok"] = (*ok).into();
                 v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
             }
-            CliError::EnrollFailed { custodians, .. } => {
+            CliError::EnrollFailed { custodians, .. } | CliError::RefreshFailed { custodians } => {
                 v["custodians"] = custodians
                     .iter()
                     .map(|(n, r)| serde_json::json!({ "name": n, "reason": r }))

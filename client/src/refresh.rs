@@ -43,6 +43,16 @@ pub fn refresh(ctx: &Ctx, secret_id: &str) -> Result<Report, CliError> {
                     reason: wire::Reason::NotFound,
                     ..
                 } => CliError::UnknownSecret(secret_id.to_string()),
+                Failure::Refused {
+                    reason: wire::Reason::CustodiansFailed | wire::Reason::CustodiansDisagree,
+                    custodians,
+                    ..
+                } => CliError::RefreshFailed {
+                    custodians: custodians
+                        .iter()
+                        .map(|c| (c.name.clone(), c.reason.to_string()))
+                        .collect(),
+                },
                 f => net::failure_error(&config, &config.enroller, Some(&login), f),
             })?;
     let bad = |why: &str| CliError::BadManifest {

@@ -6,8 +6,10 @@
 //! | `CUSTODIAN_FAULT` | effect |
 //! |---|---|
 //! | `bad-signature-share` | every signature share answered is a valid encoding of a wrong share |
+//! | `bad-dkg-share` | every round-2 package sent over the peer channel (DKG or refresh) carries a valid encoding of a wrong share |
 
-use threshold::SignatureShare;
+use threshold::dkg::Round2Package;
+use threshold::{Kind, SignatureShare, Zeroizing};
 
 fn active(fault: &str) -> bool {
     std::env::var("CUSTODIAN_FAULT").is_ok_and(|v| v.split(',').any(|f| f == fault))
@@ -31,4 +33,22 @@ pub fn signature_share(share: SignatureShare) -> SignatureShare {
         }
     }
     share
+}
+
+/// The round-2 package's bytes, or under `bad-dkg-share` those of another well-formed
+/// package of `kind` (one bit of the share changed), which fails its receiver's check
+/// against this holder's commitment.
+pub fn round2_package(kind: Kind, bytes: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if !active("bad-dkg-share") {
+        return bytes;
+    }
+    for at in (0..bytes.len()).rev() {
+        let mut bent = bytes.clone();
+        bent[at] ^= 1;
+        if Round2Package::decode(kind, &bent).is_ok() {
+            tracing::warn!("fault injection: sending a wrong round-2 share");
+            return bent;
+        }
+    }
+    bytes
 }

@@ -15,10 +15,28 @@ use mtls::Client;
 use shard::{CustodianId, SecretId};
 use threshold::{Kind, PublicKeyPackage};
 use wire::dkg::{DkgFinish, DkgPackage, DkgPeer, DkgRound1, DkgRound2};
+use wire::{CustodianFailure, Reason};
 
 use crate::distribute::{all_or_failed, each, Failed};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The custodians that finishing holders named as cheaters (`dkg_cheater`), once each.
+fn cheaters<T>(outcomes: &[(&CustodianId, Result<T, mtls::Error>)]) -> Vec<CustodianFailure> {
+    let mut named: Vec<CustodianFailure> = Vec::new();
+    for (_, outcome) in outcomes {
+        if let Err(mtls::Error::Refused { body, .. }) = outcome {
+            if body.reason == Reason::DkgCheater {
+                for c in body.custodians.iter().flatten() {
+                    if !named.iter().any(|n| n.name == c.name) {
+                        named.push(c.clone());
+                    }
+                }
+            }
+        }
+    }
+    named
+}
 
 /// Why a DKG did not give a key.
 #[derive(Debug)]
@@ -106,8 +124,16 @@ pub async fn run(
         secret_id: sid.clone(),
     };
     let finish = &finish;
-    let finished = all_or_failed(each(custodians, |_, c| c.call(finish)).await)
-        .map_err(DkgFailed::Custodians)?;
+    let outcomes = each(custodians, |_, c| c.call(finish)).await;
+    let accused = cheaters(&outcomes);
+    let finished = all_or_failed(outcomes).map_err(|mut failure| {
+        // Holders that found a share failing its sender's commitment name the sender:
+        // report the cheater, not the custodians it cheated.
+        if !accused.is_empty() {
+            failure.failed = accused;
+        }
+        DkgFailed::Custodians(failure)
+    })?;
     let first = finished.first().ok_or(DkgFailed::Disagree)?;
     let agree = finished.iter().enumerate().all(|(i, f)| {
         f.public == first.public && f.epoch == epoch && usize::from(f.holder) == i + 1

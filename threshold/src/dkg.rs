@@ -207,7 +207,16 @@ pub fn refresh_part3(
             old_public,
             old_key,
         )
-        .map_err(refuse::<S>)?;
+        .map_err(|e| match e {
+            // FROST's refresh names no culprit for a share that fails its commitment.
+            frost_core::Error::InvalidSecretShare { culprit: None } => {
+                match refresh_culprit::<S>(me, &round1, &round2) {
+                    Some(culprit) => Error::DkgCheater { culprit },
+                    None => refuse::<S>(e),
+                }
+            }
+            e => refuse::<S>(e),
+        })?;
         let commitment = refreshed_commitment::<S>(
             &old_commitment,
             round1.values().map(round1::Package::commitment).chain([secret.commitment()]),
@@ -221,6 +230,42 @@ pub fn refresh_part3(
         share.public.check(&share.commitment)?;
         Ok(share)
     })
+}
+
+/// The first holder whose share of zero for `me` fails its commitment:
+/// `share·G` against the sum over `k >= 1` of `C_k·x^k` (a sharing of zero's commitment
+/// omits its constant term), `x` being `me`'s identifier.
+fn refresh_culprit<S: Suite>(
+    me: &Identifier<S>,
+    round1: &BTreeMap<Identifier<S>, round1::Package<S>>,
+    round2: &BTreeMap<Identifier<S>, round2::Package<S>>,
+) -> Option<HolderId> {
+    type F<S> = <<S as frost_core::Ciphersuite>::Group as Group>::Field;
+    let scalar = |bytes: &[u8]| {
+        let serialized = <F<S> as frost_core::Field>::Serialization::try_from(bytes).ok()?;
+        <F<S> as frost_core::Field>::deserialize(&serialized).ok()
+    };
+    let x = scalar(&me.serialize())?;
+    for (sender, package) in round2 {
+        let share = scalar(&package.signing_share().serialize())?;
+        let lhs = <S::Group as Group>::generator() * share;
+        let mut rhs = <S::Group as Group>::identity();
+        let mut power = x;
+        for bytes in round1.get(sender)?.commitment().serialize().ok()? {
+            let point = CoefficientCommitment::<S>::deserialize(&bytes)
+                .ok()?
+                .value();
+            rhs = rhs + point * power;
+            power = power * x;
+        }
+        if lhs != rhs {
+            return crate::suite::by_holder::<S, _>([(*sender, ())])
+                .ok()?
+                .into_keys()
+                .next();
+        }
+    }
+    None
 }
 
 /// The group commitment after a refresh: the old one, plus at every coefficient but the

@@ -116,3 +116,45 @@ fn a_refreshed_key_signs_under_the_same_group_key_and_old_shares_do_not_mix() {
         }
     }
 }
+
+#[test]
+fn a_wrong_share_of_zero_names_its_sender() {
+    let split = Threshold::new(3, 4).unwrap();
+    for kind in Kind::ALL {
+        let old = dealt_shares(kind, split);
+        let mut rng = rng();
+        let mut secrets = BTreeMap::new();
+        let mut round1 = BTreeMap::new();
+        for id in HolderId::all(4) {
+            let (secret, package) = dkg::refresh_part1(kind, id, split, &mut rng).unwrap();
+            round1.insert(id, package);
+            secrets.insert(id, secret);
+        }
+        let mut for_one = BTreeMap::new();
+        let mut own = None;
+        for (id, secret) in secrets {
+            let (secret, mut outgoing) = dkg::refresh_part2(secret, &round1).unwrap();
+            if id == holder(1) {
+                own = Some(secret);
+            } else {
+                for_one.insert(id, outgoing.remove(&holder(1)).unwrap());
+            }
+        }
+        // Holder 3's share for holder 1, one bit changed (still a valid encoding).
+        let good = for_one[&holder(3)].expose().to_vec();
+        let bent = (0..good.len())
+            .rev()
+            .find_map(|at| {
+                let mut b = good.clone();
+                b[at] ^= 1;
+                dkg::Round2Package::decode(kind, &b).ok()
+            })
+            .unwrap();
+        for_one.insert(holder(3), bent);
+        let refused = dkg::refresh_part3(own.unwrap(), &round1, &for_one, &old[&holder(1)]);
+        assert!(
+            matches!(refused, Err(threshold::Error::DkgCheater { culprit }) if culprit == holder(3)),
+            "{kind}: {refused:?}"
+        );
+    }
+}

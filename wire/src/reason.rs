@@ -400,7 +400,8 @@ pub struct Refusal {
     pub error: Class,
     /// Why.
     pub reason: Reason,
-    /// Per-custodian failures of an enrollment.
+    /// Per-custodian failures of an enrollment; from a custodian, the peers a DKG step
+    /// names (the holder whose share failed its commitment, `dkg_cheater`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custodians: Option<Vec<CustodianFailure>>,
 }

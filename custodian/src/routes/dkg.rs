@@ -370,8 +370,14 @@ pub(crate) async fn finish(
     let made = made
         .map_err(|e| match e {
             threshold::Error::DkgCheater { culprit } => {
-                tracing::warn!(secret_id = %sid, culprit = culprit.get(), "DKG: a holder's share fails its commitment");
-                (ApiError::bad(Reason::DkgCheater), format!("culprit={}", culprit.get()))
+                let name = params.peer(culprit.get()).map(|p| p.name.clone()).unwrap_or_default();
+                tracing::warn!(secret_id = %sid, culprit = culprit.get(), peer = %name, "DKG: a holder's share fails its commitment");
+                let mut e = ApiError::bad(Reason::DkgCheater);
+                e.named = Some(vec![wire::CustodianFailure {
+                    name: name.clone(),
+                    reason: Reason::DkgCheater,
+                }]);
+                (e, format!("culprit={} peer={name}", culprit.get()))
             }
             e => {
                 tracing::warn!(secret_id = %sid, error = %e, "DKG part 3 failed");

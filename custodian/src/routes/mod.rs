@@ -85,11 +85,17 @@ pub type Shared = Arc<AppState>;
 pub struct ApiError {
     status: StatusCode,
     reason: Reason,
+    /// Peers the refusal names (a DKG's cheater).
+    named: Option<Vec<wire::CustodianFailure>>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, reason: Reason) -> Self {
-        ApiError { status, reason }
+        ApiError {
+            status,
+            reason,
+            named: None,
+        }
     }
 
     /// A malformed request (400).
@@ -123,7 +129,8 @@ where
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Refusal::new(self.status.as_u16(), self.reason);
+        let mut body = Refusal::new(self.status.as_u16(), self.reason);
+        body.custodians = self.named;
         (self.status, Json(body)).into_response()
     }
 }

@@ -85,6 +85,8 @@ pub(crate) async fn send_round2(
                 .map_err(|_| refused(Reason::InvalidDkg))?
                 .expect_identity(expected)
                 .with_deadline(PEER_DEADLINE);
+            #[cfg(feature = "fault-injection")]
+            let package = crate::fault::round2_package(params.kind, package);
             let req = PeerDkg {
                 secret_id: sid.to_owned(),
                 from: params.me.get(),
