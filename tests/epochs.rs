@@ -550,3 +550,62 @@ fn a_cheating_custodian_is_named_and_bad_epoch_steps_change_nothing() {
     converges(&w, &id, 1);
     assert_eq!(alice.json(&["verify", &id])["ok"], 4);
 }
+
+#[test]
+fn a_custodian_killed_at_each_step_of_a_refresh_ends_at_one_epoch() {
+    let mut w = world();
+    let alice = w.logged_in("alice");
+    let e = alice.json(&["enroll", "--kind", "secp256k1-tr", "--dkg"]);
+    let id = e["secret_id"].as_str().unwrap().to_owned();
+    let public = e["public_key"].as_str().unwrap().to_owned();
+    // (fault at c3, the epoch the key ends at once c3 is back)
+    for (fault, ends_at) in [
+        // c3 dies right after storing its pending row: its finish is never answered, the
+        // refresh is aborted, and the abort completes once c3 is back.
+        ("exit-after-pending-store", 1),
+        // c3 dies right after committing epoch 2: the manifest of epoch 2 is in force, and
+        // the enroller finishes the job once c3 is back.
+        ("exit-after-commit-epoch", 2),
+    ] {
+        w.cluster.nodes[2].stop().unwrap();
+        w.cluster.nodes[2].set_env("CUSTODIAN_FAULT", Some(fault));
+        w.cluster.nodes[2].start().unwrap();
+        w.cluster.wait_ready(2).unwrap();
+        let run = alice.run(&["--json", "refresh", &id]);
+        // The custodian is gone (it exited as under kill -9).
+        let status = w.cluster.nodes[2]
+            .wait_exit(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{fault}: c3 still runs"));
+        assert_eq!(status.code(), Some(137), "{fault}");
+        if ends_at == 1 {
+            assert!(!run.status.success(), "{fault}: {run:?}");
+        } else {
+            let r: Value = serde_json::from_slice(&run.stdout).unwrap();
+            assert_eq!(
+                (&r["epoch"], &r["complete"]),
+                (&json!(2), &json!(false)),
+                "{r}"
+            );
+        }
+        // Signing works meanwhile, with three custodians.
+        signs(
+            &alice,
+            &id,
+            Kind::Secp256k1Tr,
+            &public,
+            &format!("{fault}-down.sig"),
+        );
+        w.cluster.nodes[2].set_env("CUSTODIAN_FAULT", None);
+        w.cluster.nodes[2].start().unwrap();
+        w.cluster.wait_ready(2).unwrap();
+        converges(&w, &id, ends_at);
+        signs(
+            &alice,
+            &id,
+            Kind::Secp256k1Tr,
+            &public,
+            &format!("{fault}-up.sig"),
+        );
+        assert_eq!(alice.json(&["verify", &id])["ok"], 4, "{fault}");
+    }
+}

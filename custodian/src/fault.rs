@@ -6,6 +6,8 @@
 //! | `CUSTODIAN_FAULT` | effect |
 //! |---|---|
 //! | `bad-signature-share` | every signature share answered is a valid encoding of a wrong share |
+//! | `exit-after-pending-store` | the process exits (status 137, as under `kill -9`) right after it stored a refresh's pending row, before answering |
+//! | `exit-after-commit-epoch` | the process exits right after it committed an epoch, before answering |
 //! | `bad-dkg-share` | every round-2 package sent over the peer channel (DKG or refresh) carries a valid encoding of a wrong share |
 
 use threshold::dkg::Round2Package;
@@ -51,4 +53,13 @@ pub fn round2_package(kind: Kind, bytes: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8
         }
     }
     bytes
+}
+
+/// Exits the process at once (status 137, as a `kill -9` would leave it, nothing flushed)
+/// when `CUSTODIAN_FAULT` names `step`.
+pub fn exit_at(step: &str) {
+    if active(step) {
+        tracing::warn!(step, "fault injection: the custodian dies here");
+        std::process::exit(137);
+    }
 }

@@ -418,6 +418,10 @@ pub(crate) async fn finish(
             return Err(refuse(&s, &peer, op, &sid, index, e).await);
         }
     };
+    #[cfg(feature = "fault-injection")]
+    if pending {
+        crate::fault::exit_at("exit-after-pending-store");
+    }
     if outcome == DepositOutcome::Conflict {
         s.dkgs.abort(&id);
         return Err(refuse(&s, &peer, op, &sid, index, step_error(Step::Exists)).await);

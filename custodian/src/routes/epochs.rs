@@ -136,6 +136,8 @@ pub(crate) async fn commit_epoch(
     let mut audit = event(&peer, op, &sid, -1, "ok", "");
     audit.detail = format!("epoch={epoch}");
     let outcome = blocking(op, &sid, move || store.commit_epoch(&id, epoch, audit)).await?;
+    #[cfg(feature = "fault-injection")]
+    crate::fault::exit_at("exit-after-commit-epoch");
     let already_committed = match outcome {
         CommitOutcome::Committed => false,
         CommitOutcome::AlreadyCommitted => true,
