@@ -17,6 +17,8 @@
 //!
 //! Clients take `t` shares of the epoch their signed manifest names, never a mix.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -34,6 +36,33 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// Keys the scheduled refresh refreshes at once: enough to overlap one key's device and
 /// network waits with another's computation, few enough to leave the custodians room.
 pub const PASS_AT_ONCE: usize = 4;
+
+/// The jobs this process is running now. A job row whose id is here is under way, not
+/// left over from a crash: the re-driver and a second refresh of the same key leave it
+/// alone. (At startup the set is empty, so every job row found is a crashed one.)
+static IN_FLIGHT: Mutex<BTreeSet<[u8; 16]>> = Mutex::new(BTreeSet::new());
+
+/// Marks a job as run by this process until dropped; `None` when it already is.
+struct Running([u8; 16]);
+
+impl Running {
+    fn claim(id: [u8; 16]) -> Option<Running> {
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        // Lazily: a `Running` made and dropped here would unlock what it never held.
+        let claimed = set.insert(id);
+        drop(set);
+        claimed.then(|| Running(id))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
 
 /// How often unfinished jobs are driven again (and once at startup).
 pub const REDRIVE_EVERY: Duration = Duration::from_secs(10);
@@ -81,9 +110,17 @@ pub async fn refresh(
             Reason::CustodianSetChanged,
         ));
     }
-    // An unfinished job of this secret is finished (or aborted) first.
+    // One refresh of a key at a time in this process; another one under way is not
+    // touched. An unfinished job left by a crash is finished (or aborted) first.
+    let Some(running) = Running::claim(id) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::RefreshInProgress,
+        ));
+    };
     if let Some(job) = db(s, move |d| d.job(&id)).await? {
         drive(s, &job).await;
+        drop(running);
         if db(s, move |d| d.job(&id)).await?.is_some() {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -327,7 +364,29 @@ pub async fn redrive(s: Shared) {
             continue;
         };
         for job in jobs {
+            // A job this process is running is not left over; leave it to its runner.
+            let Some(_running) = Running::claim(job.secret_id) else {
+                continue;
+            };
             drive(&s, &job).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Running;
+
+    #[test]
+    fn a_job_under_way_is_claimed_once_until_its_runner_ends() {
+        let id = [42u8; 16];
+        let first = Running::claim(id).expect("free");
+        assert!(Running::claim(id).is_none(), "claimed twice");
+        assert!(Running::claim([43u8; 16]).is_some(), "another key is free");
+        drop(first);
+        assert!(
+            Running::claim(id).is_some(),
+            "free again once its runner ended"
+        );
     }
 }
