@@ -609,3 +609,44 @@ fn a_custodian_killed_at_each_step_of_a_refresh_ends_at_one_epoch() {
         assert_eq!(alice.json(&["verify", &id])["ok"], 4, "{fault}");
     }
 }
+
+#[test]
+fn an_enroller_killed_before_storing_an_enrollment_leaves_nothing_behind() {
+    let mut w = world();
+    let alice = w.logged_in("alice");
+    let owner = testkit::cluster::user_id("alice");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = |w: &testkit::shardctl::World| -> Vec<usize> {
+        (0..4)
+            .map(|i| rt.block_on(w.cluster.shards_of(i, &owner)).len())
+            .collect()
+    };
+    let (kept, _) = alice.enroll_p256();
+    for (fault, args) in [
+        ("enroll-after-deposit", vec!["enroll"]),
+        ("enroll-after-deposit", vec!["enroll", "--kind", "ed25519"]),
+        (
+            "enroll-after-dkg",
+            vec!["enroll", "--kind", "ed25519", "--dkg"],
+        ),
+    ] {
+        restart_enroller(&mut w, Some(fault));
+        assert!(!alice.run(&args).status.success(), "{fault} {args:?}");
+        // Every custodian took its part of a secret no enrollment names.
+        assert_eq!(held(&w), [2, 2, 2, 2], "{fault} {args:?}");
+        restart_enroller(&mut w, None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while held(&w) != [1, 1, 1, 1] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{fault}: {:?}",
+                held(&w)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+    // What was enrolled before is untouched, and enrolling works again.
+    assert_eq!(rows_of(&w, 0, &kept), [(1, false)]);
+    alice.enroll_p256();
+    assert_eq!(held(&w), [2, 2, 2, 2]);
+}

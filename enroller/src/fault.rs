@@ -8,6 +8,8 @@
 //! | `refresh-after-begin` | after a refresh's job row is written, before the custodians are asked |
 //! | `refresh-before-manifest` | after every custodian stored its pending row, before the new manifest is |
 //! | `refresh-after-manifest` | after the new manifest is stored, before any custodian commits it |
+//! | `enroll-after-deposit` | a dealer-mode enrollment: after every custodian took its share, before the enrollment is stored |
+//! | `enroll-after-dkg` | a `--dkg` enrollment: after every custodian stored its key package, before the enrollment is stored |
 
 /// Exits the process at once (status 137, as a `kill -9` would leave it) when
 /// `ENROLLER_FAULT` names `step`.

@@ -240,9 +240,74 @@ async fn prepare(
         .map_err(|e| crate::routes::internal(Reason::ManifestSigning, e))
 }
 
+/// An enrollment under way, covered by a job row (`enroll`) from before anything is
+/// sent to a custodian until its enrollment row is stored. Left by a crash, the job is
+/// driven like a refresh's `prepare`: whatever landed is taken back.
+pub struct Enrolling {
+    secret_id: [u8; 16],
+    epoch: u32,
+    _running: Running,
+}
+
+impl Enrolling {
+    /// Writes the job row (durably) and claims it for this process.
+    pub async fn begin(s: &Shared, secret_id: SecretId, epoch: u32) -> Result<Enrolling, ApiError> {
+        let id = *secret_id.as_bytes();
+        let running = Running::claim(id).ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Reason::RefreshInProgress)
+        })?;
+        let job = Job {
+            secret_id: id,
+            kind: "enroll".into(),
+            from_epoch: 0,
+            to_epoch: epoch,
+            step: "prepare".into(),
+        };
+        if !db(s, move |d| d.begin_job(&job)).await? {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::RefreshInProgress,
+            ));
+        }
+        Ok(Enrolling {
+            secret_id: id,
+            epoch,
+            _running: running,
+        })
+    }
+
+    /// Ends the job: it is done when the enrollment was stored; otherwise everything that
+    /// may have landed is taken back first (and the job stays for the re-driver if a
+    /// custodian cannot confirm).
+    pub async fn settle(self, s: &Shared, stored: bool) {
+        let id = self.secret_id;
+        if stored {
+            let _ = db(s, move |d| d.end_job(&id)).await;
+            return;
+        }
+        let job = Job {
+            secret_id: id,
+            kind: "enroll".into(),
+            from_epoch: 0,
+            to_epoch: self.epoch,
+            step: "prepare".into(),
+        };
+        drive(s, &job).await;
+    }
+}
+
 /// Drives `job` as far as it goes now: a `prepare` job is aborted, a `commit` job is
-/// committed everywhere and the old epoch deleted. Answers whether the job is done.
+/// committed everywhere and the old epoch deleted; an `enroll` job whose enrollment is
+/// stored is done, one whose enrollment is not is taken back everywhere. Answers whether
+/// the job is done.
 pub async fn drive(s: &Shared, job: &Job) -> bool {
+    if job.kind == "enroll" {
+        let id = job.secret_id;
+        if matches!(db(s, move |d| d.enrollment(&id)).await, Ok(Some(_))) {
+            return db(s, move |d| d.end_job(&id)).await.is_ok();
+        }
+        return abort(s, job).await;
+    }
     if job.step != "commit" {
         return abort(s, job).await;
     }
@@ -280,7 +345,11 @@ async fn abort(s: &Shared, job: &Job) -> bool {
     }
     let secret = job.secret_id;
     let ended = db(s, move |d| d.end_job(&secret)).await.is_ok();
-    tracing::warn!(secret_id = %id, epoch = job.from_epoch, "refresh aborted: the old epoch stays in force");
+    if job.kind == "enroll" {
+        tracing::warn!(secret_id = %id, "enrollment not finished: whatever landed at the custodians is taken back");
+    } else {
+        tracing::warn!(secret_id = %id, epoch = job.from_epoch, "refresh aborted: the old epoch stays in force");
+    }
     ended
 }
 

@@ -37,7 +37,7 @@ pub(crate) async fn enroll(
     let mut os_entropy = Zeroizing::new([0u8; 32]);
     shard::rand::TryRng::try_fill_bytes(&mut shard::rand::rngs::SysRng, &mut *os_entropy)
         .map_err(|e| internal(Reason::OsRandom, e))?;
-    let mut rng = shard::rng::mixed_rng(&token_entropy, &os_entropy);
+    let rng = shard::rng::mixed_rng(&token_entropy, &os_entropy);
     let random_id = s
         .token
         .random::<10>()
@@ -48,10 +48,27 @@ pub(crate) async fn enroll(
         .unwrap_or(0);
     let secret_id = SecretId::new_v7(now_ms, *random_id);
     let epoch = 1;
+    // A job row covers the enrollment until its row is stored: should this process die
+    // in between, the re-driver takes back whatever landed at the custodians.
+    let job = crate::refresh::Enrolling::begin(&s, secret_id, epoch).await?;
+    let made = enroll_new(&s, &owner, req, rng, secret_id, epoch).await;
+    job.settle(&s, made.is_ok()).await;
+    made
+}
+
+/// The enrollment of a new secret or key `secret_id`: made, distributed, recorded.
+async fn enroll_new(
+    s: &Shared,
+    owner: &certs::SpiffeId,
+    req: Enroll,
+    mut rng: impl shard::rand::CryptoRng,
+    secret_id: SecretId,
+    epoch: u32,
+) -> Result<Response, ApiError> {
     if req.dkg {
         drop(rng);
         return match (req.kind.parse::<threshold::Kind>(), req.secret) {
-            (Ok(kind), None) => born_distributed(&s, &owner, kind, secret_id, epoch).await,
+            (Ok(kind), None) => born_distributed(s, owner, kind, secret_id, epoch).await,
             _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 Reason::DkgNotForKind,
@@ -92,10 +109,10 @@ pub(crate) async fn enroll(
         .await?
         .map_err(|e| internal(Reason::ManifestSigning, e))?;
 
-    let outcome = crate::distribute::deposit_all(&s.custodians, &owner, &envelopes).await;
+    let outcome = crate::distribute::deposit_all(&s.custodians, owner, &envelopes).await;
     drop(envelopes);
     if let Err(mut failure) = outcome {
-        crate::distribute::take_back(&s.custodians, &owner, secret_id, epoch, &mut failure).await;
+        crate::distribute::take_back(&s.custodians, owner, secret_id, epoch, &mut failure).await;
         let mut e = ApiError::new(
             StatusCode::BAD_GATEWAY,
             if failure.cleanup_incomplete {
@@ -107,7 +124,9 @@ pub(crate) async fn enroll(
         e.custodians = Some(failure.failed);
         return Err(e);
     }
-    record(&s, &owner, secret_id, epoch, kind_name, public_text, signed).await
+    #[cfg(feature = "fault-injection")]
+    crate::fault::at("enroll-after-deposit");
+    record(s, owner, secret_id, epoch, kind_name, public_text, signed).await
 }
 
 /// Keeps a distributed enrollment (its row with the signed manifest) and answers it.
@@ -195,6 +214,8 @@ async fn born_distributed(
         }
     };
     let kind_name = kind.as_str();
+    #[cfg(feature = "fault-injection")]
+    crate::fault::at("enroll-after-dkg");
     record(
         s,
         owner,
