@@ -277,8 +277,8 @@ impl Enrolling {
     }
 
     /// Ends the job: it is done when the enrollment was stored; otherwise everything that
-    /// may have landed is taken back first (and the job stays for the re-driver if a
-    /// custodian cannot confirm).
+    /// may have landed is taken back, in the background so that the failure is answered
+    /// at once (the job stays for the re-driver if a custodian cannot confirm).
     pub async fn settle(self, s: &Shared, stored: bool) {
         let id = self.secret_id;
         if stored {
@@ -292,7 +292,12 @@ impl Enrolling {
             to_epoch: self.epoch,
             step: "prepare".into(),
         };
-        drive(s, &job).await;
+        let s = s.clone();
+        tokio::spawn(async move {
+            // The claim goes with the task: the re-driver leaves the job to it meanwhile.
+            let _still_running = self;
+            drive(&s, &job).await;
+        });
     }
 }
 
