@@ -339,14 +339,15 @@ fn custodians_guard_their_nonces_sessions_and_owners() {
         );
         // A spent session id cannot be opened again, and a round 2 without a round 1 is
         // an unknown session.
-        let (st, body) = call(
+        refused(
             &cs[0],
             Method::POST,
             &format!("/v1/keys/{id}/commit"),
             json!({ "session": s }),
+            409,
+            "session_exists",
         )
         .await;
-        assert_eq!((st, body["reason"].as_str()), (409, Some("session_exists")));
         let (st, body) = sign_round(&cs[0], &id, &session(9), &package).await;
         assert_eq!(
             (st, body["reason"].as_str()),
@@ -390,56 +391,55 @@ fn custodians_guard_their_nonces_sessions_and_owners() {
             "{body}"
         );
         // Garbage is a typed refusal, not a crash.
-        let (st, body) = call(
+        refused(
             &cs[2],
             Method::POST,
             &format!("/v1/keys/{id}/sign"),
             json!({ "session": s2, "package": "AAAA" }),
+            400,
+            "invalid_signing_package",
         )
         .await;
-        assert_eq!(
-            (st, body["reason"].as_str()),
-            (400, Some("invalid_signing_package"))
-        );
-        let (st, body) = call(
+        refused(
             &cs[3],
             Method::POST,
             &format!("/v1/keys/{id}/commit"),
             json!({ "session": "not hex" }),
+            400,
+            "invalid_session",
         )
         .await;
-        assert_eq!(
-            (st, body["reason"].as_str()),
-            (400, Some("invalid_session"))
-        );
-        let (st, body) = call(
+        refused(
             &cs[3],
             Method::POST,
             &format!("/v1/keys/{id}/commit"),
             json!({ "session": s2, "extra": 1 }),
+            400,
+            "invalid_body",
         )
         .await;
-        assert_eq!((st, body["reason"].as_str()), (400, Some("invalid_body")));
 
         // Another user's key is answered like a missing one (the audit tells them apart).
         let bobs = clients_of(&w, &bob);
-        let (st, body) = call(
+        refused(
             &bobs[0],
             Method::POST,
             &format!("/v1/keys/{id}/commit"),
             json!({ "session": session(3) }),
+            404,
+            "not_found",
         )
         .await;
-        assert_eq!((st, body["reason"].as_str()), (404, Some("not_found")));
         let missing = "0".repeat(32);
-        let (st, body) = call(
+        refused(
             &bobs[0],
             Method::POST,
             &format!("/v1/keys/{missing}/commit"),
             json!({ "session": session(3) }),
+            404,
+            "not_found",
         )
         .await;
-        assert_eq!((st, body["reason"].as_str()), (404, Some("not_found")));
         // Deposits of key envelopes (as the enroller makes them): the same one twice is one
         // row, and a key package of another dealing fails the Feldman check, unsealed and
         // unstored.
@@ -493,17 +493,15 @@ fn custodians_guard_their_nonces_sessions_and_owners() {
             .cluster
             .client(0, w.cluster.client_tls(&cert, &key).unwrap())
             .unwrap();
-        let (st, body) = call(
+        refused(
             &admin,
             Method::POST,
             &format!("/v1/keys/{id}/commit"),
             json!({ "session": session(5) }),
+            403,
+            "role_not_allowed",
         )
         .await;
-        assert_eq!(
-            (st, body["reason"].as_str()),
-            (403, Some("role_not_allowed"))
-        );
         // The admin's listing tells a signing key's package from a shard, without bytes.
         let listed = admin.list(None, 100).await.unwrap();
         let row = listed.shards.iter().find(|r| r.secret_id == id).unwrap();

@@ -148,13 +148,7 @@ pub fn part3(
             public.verifying_key(),
             *secret.min_signers(),
         )?;
-        let share = KeyShare {
-            key_package: KeyPackage::from_frost::<S>(&key_package)?,
-            public: PublicKeyPackage::from_frost::<S>(&public)?,
-            commitment: Commitment::from_frost::<S>(&commitment)?,
-        };
-        share.key_package.check(&share.commitment)?;
-        Ok(share)
+        checked_share::<S>(&key_package, &public, &commitment)
     })
 }
 
@@ -221,14 +215,7 @@ pub fn refresh_part3(
             &old_commitment,
             round1.values().map(round1::Package::commitment).chain([secret.commitment()]),
         )?;
-        let share = KeyShare {
-            key_package: KeyPackage::from_frost::<S>(&key_package)?,
-            public: PublicKeyPackage::from_frost::<S>(&public)?,
-            commitment: Commitment::from_frost::<S>(&commitment)?,
-        };
-        share.key_package.check(&share.commitment)?;
-        share.public.check(&share.commitment)?;
-        Ok(share)
+        checked_share::<S>(&key_package, &public, &commitment)
     })
 }
 
@@ -340,6 +327,23 @@ fn read_round3<S: Suite>(
             .map(|(holder, package)| (holder, &package.raw)),
     )?;
     Ok((secret, round1, round2))
+}
+
+/// A holder's outcome of a DKG or refresh, answered only once its key package and the
+/// public key package pass Feldman's check against the group commitment.
+fn checked_share<S: Suite>(
+    key_package: &frost_core::keys::KeyPackage<S>,
+    public: &frost_core::keys::PublicKeyPackage<S>,
+    commitment: &VerifiableSecretSharingCommitment<S>,
+) -> Result<KeyShare, Error> {
+    let share = KeyShare {
+        key_package: KeyPackage::from_frost::<S>(key_package)?,
+        public: PublicKeyPackage::from_frost::<S>(public)?,
+        commitment: Commitment::from_frost::<S>(commitment)?,
+    };
+    share.key_package.check(&share.commitment)?;
+    share.public.check(&share.commitment)?;
+    Ok(share)
 }
 
 /// The packages of every holder but `me`, read.

@@ -426,11 +426,11 @@ pub(crate) async fn enrollment(
     let owner = require(&s, &peer, &[Role::User])?.to_string();
     let id = secret_id(&id)?;
     let db = s.db.clone();
-    let rows = blocking(move || db.enrollments(&owner))
+    let row = blocking(move || db.enrollment(id.as_bytes()))
         .await?
         .map_err(|e| internal(Reason::Database, e))?;
-    rows.into_iter()
-        .find(|r| r.secret_id == id.to_string())
+    // Another owner's enrollment is answered like a missing one.
+    row.filter(|r| r.owner == owner)
         .map(|r| Json(info(r)).into_response())
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound))
 }
