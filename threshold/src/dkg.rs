@@ -331,7 +331,7 @@ fn read_round3<S: Suite>(
 
 /// A holder's outcome of a DKG or refresh, answered only once its key package and the
 /// public key package pass Feldman's check against the group commitment.
-fn checked_share<S: Suite>(
+pub(crate) fn checked_share<S: Suite>(
     key_package: &frost_core::keys::KeyPackage<S>,
     public: &frost_core::keys::PublicKeyPackage<S>,
     commitment: &VerifiableSecretSharingCommitment<S>,

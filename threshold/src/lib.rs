@@ -59,6 +59,7 @@ mod holder;
 mod keys;
 mod kind;
 mod raw;
+pub mod reshare;
 mod rng;
 mod signing;
 mod suite;

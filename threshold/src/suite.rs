@@ -185,6 +185,7 @@ wire! {
     keys::dkg::round1::Package => "DKG round-1 package",
     keys::dkg::round2::SecretPackage => "DKG round-2 secret",
     keys::dkg::round2::Package => "DKG round-2 package",
+    keys::SecretShare => "reshare sub-share",
 }
 
 impl<S: Suite> Wire<S> for frost_core::keys::VerifiableSecretSharingCommitment<S> {
