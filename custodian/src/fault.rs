@@ -8,9 +8,11 @@
 //! | `bad-signature-share` | every signature share answered is a valid encoding of a wrong share |
 //! | `exit-after-pending-store` | the process exits (status 137, as under `kill -9`) right after it stored a refresh's pending row, before answering |
 //! | `exit-after-commit-epoch` | the process exits right after it committed an epoch, before answering |
+//! | `bad-reshare-share` | every reshare sub-share sent over the peer channel carries a valid encoding of a wrong share |
 //! | `bad-dkg-share` | every round-2 package sent over the peer channel (DKG or refresh) carries a valid encoding of a wrong share |
 
 use threshold::dkg::Round2Package;
+use threshold::reshare::SubShare;
 use threshold::{Kind, SignatureShare, Zeroizing};
 
 fn active(fault: &str) -> bool {
@@ -49,6 +51,24 @@ pub fn round2_package(kind: Kind, bytes: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8
         bent[at] ^= 1;
         if Round2Package::decode(kind, &bent).is_ok() {
             tracing::warn!("fault injection: sending a wrong round-2 share");
+            return bent;
+        }
+    }
+    bytes
+}
+
+/// The sub-share's bytes, or under `bad-reshare-share` those of another well-formed
+/// sub-share of `kind` (one bit of the share changed), which fails its receiver's check
+/// against this dealer's commitment.
+pub fn sub_share(kind: Kind, bytes: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if !active("bad-reshare-share") {
+        return bytes;
+    }
+    for at in (0..bytes.len()).rev() {
+        let mut bent = bytes.clone();
+        bent[at] ^= 1;
+        if SubShare::decode(kind, &bent).is_ok() {
+            tracing::warn!("fault injection: sending a wrong reshare sub-share");
             return bent;
         }
     }

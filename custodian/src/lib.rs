@@ -13,6 +13,7 @@ pub mod fault;
 pub mod journal;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reshare;
 pub mod routes;
 pub mod server;
 pub mod sessions;

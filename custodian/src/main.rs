@@ -191,6 +191,7 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
             dkgs: Default::default(),
+            reshares: Default::default(),
             tls: TlsFiles {
                 ca: cfg.tls.ca.clone(),
                 cert: cfg.tls.cert.clone(),
@@ -210,6 +211,7 @@ fn run_serve(cfg: Config) -> Result<ExitCode, String> {
                 every.tick().await;
                 sweeper.sessions.sweep();
                 sweeper.dkgs.sweep();
+                sweeper.reshares.sweep();
             }
         });
         let files = state.tls.clone();

@@ -12,6 +12,7 @@
 //! | [`Enrollments`] | `GET /v1/enrollments` | the owner | 200 list of [`EnrollmentInfo`] |
 //! | [`Enrollment`] | `GET /v1/enrollments/{id}` | the owner | 200 [`EnrollmentInfo`] |
 //! | [`Refresh`] | `POST /v1/enrollments/{id}/refresh` | the owner | 200 [`RefreshResponse`] |
+//! | [`Reshare`] | `POST /v1/enrollments/{id}/reshare` | the owner | 200 [`RefreshResponse`] |
 //! | [`ManifestKey`] | `GET /v1/manifest-key` | any peer | 200 PEM of the manifest-signing key |
 //! | [`Health`] | `GET /v1/health` | any peer | 200 or 503 with [`HealthResponse`] |
 //!
@@ -221,7 +222,33 @@ request!(
     path | r | format!("/v1/enrollments/{}/refresh", r.secret_id)
 );
 
-/// A refresh's answer.
+/// Moves a threshold-signing key to another set of custodians, or another threshold: the
+/// new holders, in holder order, and `t` of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reshare {
+    /// Secret id (hex).
+    #[serde(skip)]
+    pub secret_id: String,
+    /// The new custodians by name, in holder order (any the enroller is configured with).
+    pub custodians: Vec<String>,
+    /// The new threshold.
+    pub threshold: u8,
+}
+
+impl crate::Request for Reshare {
+    const METHOD: crate::Method = crate::Method::Post;
+    const ROUTE: &'static str = "/v1/enrollments/{id}/reshare";
+    type Response = RefreshResponse;
+    fn path(&self) -> String {
+        format!("/v1/enrollments/{}/reshare", self.secret_id)
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        crate::json_body(self)
+    }
+}
+
+/// A refresh's (or a reshare's) answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefreshResponse {
     /// Secret id (hex).

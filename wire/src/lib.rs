@@ -18,6 +18,7 @@ pub mod custodian;
 pub mod dkg;
 pub mod enroller;
 mod reason;
+pub mod reshare;
 
 pub use reason::{Class, CustodianFailure, Reason, Refusal};
 

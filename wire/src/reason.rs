@@ -255,6 +255,14 @@ reasons! {
     RefreshInProgress = "refresh_in_progress", retry: true;
     /// `dkg` applies to the threshold-signing kinds only, and not to an imported key.
     DkgNotForKind = "dkg_not_for_kind", retry: false;
+    /// A reshare's new set or threshold is not one the enroller can make: an unknown or
+    /// repeated custodian, or a threshold outside `2 <= t <= n`.
+    InvalidReshare = "invalid_reshare", retry: false;
+    /// Reshare applies to threshold-signing keys only so far.
+    ReshareNotForKind = "reshare_not_for_kind", retry: false;
+    /// Fewer than `t` of the secret's current custodians could deal, or a new holder could
+    /// not take part; nothing changed.
+    ReshareTooFewHolders = "reshare_too_few_holders", retry: true;
 
     // ---- enroller: internal failures, named by the step that failed ----
     /// A worker thread of the enroller failed.

@@ -20,7 +20,7 @@ use shard::SecretId;
 use threshold::dkg::Round1Package;
 use threshold::{HolderId, KeyEnvelope, Kind, Threshold, Zeroizing};
 use wire::dkg::{
-    DkgFinish, DkgFinishResponse, DkgPackage, DkgRound1, DkgRound1Response, DkgRound2,
+    DkgFinish, DkgFinishResponse, DkgPackage, DkgPeer, DkgRound1, DkgRound1Response, DkgRound2,
     DkgRound2Response,
 };
 use wire::Reason;
@@ -67,20 +67,10 @@ fn params(s: &AppState, req: DkgRound1) -> Result<Params, ApiError> {
     {
         return Err(bad());
     }
-    let mut me = None;
-    for (i, p) in req.peers.iter().enumerate() {
-        let in_order = usize::from(p.holder) == i + 1;
-        let named = shard::CustodianId::new(&p.name).is_ok();
-        let distinct = req.peers[..i].iter().all(|q| q.name != p.name);
-        let addressed = p.address.parse::<std::net::SocketAddr>().is_ok()
-            && rustls_name(&p.server_name).is_some();
-        if !(in_order && named && distinct && addressed) {
-            return Err(bad());
-        }
-        if p.name == s.name.as_str() {
-            me = Some(HolderId::new(p.holder).map_err(|_| bad())?);
-        }
+    if !valid_peers(&req.peers, |i, holder| usize::from(holder) == i + 1) {
+        return Err(bad());
     }
+    let me = holder_named(&req.peers, s.name.as_str());
     Ok(Params {
         owner: owner.to_string(),
         kind,
@@ -91,6 +81,28 @@ fn params(s: &AppState, req: DkgRound1) -> Result<Params, ApiError> {
         peers: req.peers,
         refreshes: req.refreshes,
     })
+}
+
+/// Whether every entry of `peers` is numbered as `numbered(position, holder)` wants and
+/// names a distinct custodian at a parseable address and server name.
+pub(super) fn valid_peers(peers: &[DkgPeer], numbered: impl Fn(usize, u16) -> bool) -> bool {
+    peers.len() <= usize::from(threshold::MAX_HOLDERS)
+        && peers.iter().enumerate().all(|(i, p)| {
+            numbered(i, p.holder)
+                && HolderId::new(p.holder).is_ok()
+                && shard::CustodianId::new(&p.name).is_ok()
+                && peers[..i].iter().all(|q| q.name != p.name)
+                && p.address.parse::<std::net::SocketAddr>().is_ok()
+                && rustls_name(&p.server_name).is_some()
+        })
+}
+
+/// The holder number under which `peers` name custodian `name`.
+pub(super) fn holder_named(peers: &[DkgPeer], name: &str) -> Option<HolderId> {
+    peers
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| HolderId::new(p.holder).ok())
 }
 
 /// A server name the peer channel's TLS accepts (a DNS name or an IP address).
@@ -180,26 +192,18 @@ async fn fits_the_store(
     }
 }
 
-/// The key package a refresh starts from: the row at epoch `from`, unsealed and
-/// authenticated by the device (its Feldman check ran when it was stored).
-async fn refreshed(
+/// The key package a refresh (or a reshare's dealer) starts from: the row at epoch
+/// `from`, unsealed and authenticated by the device (its Feldman check ran when it was
+/// stored).
+pub(super) async fn stored_key_share(
     s: &AppState,
     peer: &Peer,
+    op: &'static str,
     id: SecretId,
     sid: &str,
     from: u32,
 ) -> Result<threshold::dkg::KeyShare, ApiError> {
-    let found = unseal_row(
-        s,
-        peer,
-        "dkg_finish",
-        id,
-        sid,
-        Some(from),
-        Want::SigningKey,
-        None,
-    )
-    .await?;
+    let found = unseal_row(s, peer, op, id, sid, Some(from), Want::SigningKey, None).await?;
     let bytes = found.unsealed.map_err(|e| device_error(&e))?;
     match KeyEnvelope::decode_sealed(&bytes) {
         Ok(key) if key.secret_id == *id.as_bytes() && key.epoch == from => {
@@ -354,7 +358,7 @@ pub(crate) async fn finish(
     let transcript_hex = hex::encode(start.transcript);
     let old = match params.refreshes {
         None => None,
-        Some(from) => match refreshed(&s, &peer, id, &sid, from).await {
+        Some(from) => match stored_key_share(&s, &peer, op, id, &sid, from).await {
             Ok(old) => Some(old),
             Err(e) => {
                 s.dkgs.abort(&id);

@@ -8,7 +8,8 @@
 //! | [`epochs`] | share checks without recovery, a refresh's commit | `/v1/shards/{id}/verify`, `/v1/shards/{id}/commit` |
 //! | [`signing`] | threshold signing rounds | `/v1/keys/{id}/commit`, `/v1/keys/{id}/sign` |
 //! | [`dkg`] | keys born distributed, coordinated by the enroller | `/v1/dkg/{id}/round1`, `/round2`, `/finish` |
-//! | [`peer`] | the custodian-to-custodian channel | `/v1/peer/dkg/{id}` |
+//! | [`reshare`] | a key moved to a new set of holders, coordinated by the enroller | `/v1/reshare/{id}/open`, `/deal`, `/finish` |
+//! | [`peer`] | the custodian-to-custodian channel | `/v1/peer/dkg/{id}`, `/v1/peer/reshare/{id}` |
 //! | [`ops`] | health and metrics | `/v1/health`, `/v1/metrics`, the plain health port |
 //!
 //! The next capabilities get modules of their own beside these, or grow [`epochs`]
@@ -19,6 +20,7 @@ pub mod dkg;
 pub mod epochs;
 pub mod ops;
 pub mod peer;
+pub mod reshare;
 pub mod shards;
 pub mod signing;
 
@@ -43,6 +45,7 @@ use wire::custodian::{
     Commit, CommitEpoch, Deposit, Health, Metrics as MetricsRequest, Release, Sign, Verify,
 };
 use wire::dkg::{DkgFinish, DkgRound1, DkgRound2, PeerDkg};
+use wire::reshare::{PeerReshare, ReshareDeal, ReshareFinish, ReshareOpen};
 use wire::{Reason, Refusal, Request as _};
 
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -73,6 +76,8 @@ pub struct AppState {
     pub sessions: crate::sessions::Sessions,
     /// DKGs under way (memory only).
     pub dkgs: crate::dkg::Dkgs,
+    /// Reshares under way (memory only).
+    pub reshares: crate::reshare::Reshares,
     /// This custodian's TLS files: the peer channel presents the same certificate.
     pub tls: svc::TlsFiles,
 }
@@ -148,6 +153,10 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route(DkgRound2::ROUTE, post(dkg::round2))
         .route(DkgFinish::ROUTE, post(dkg::finish))
         .route(PeerDkg::ROUTE, put(peer::take_round2))
+        .route(ReshareOpen::ROUTE, post(reshare::open))
+        .route(ReshareDeal::ROUTE, post(reshare::deal))
+        .route(ReshareFinish::ROUTE, post(reshare::finish))
+        .route(PeerReshare::ROUTE, put(peer::take_sub_share))
         .route(Health::ROUTE, get(ops::health))
         .route(MetricsRequest::ROUTE, get(ops::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })

@@ -76,9 +76,11 @@ async fn render_metrics(s: &AppState) -> Response {
     let mut text = s.metrics.render(count);
     text.push_str(&format!(
         "# TYPE custodian_signing_sessions_open gauge\ncustodian_signing_sessions_open {}\n\
-         # TYPE custodian_dkgs_open gauge\ncustodian_dkgs_open {}\n",
+         # TYPE custodian_dkgs_open gauge\ncustodian_dkgs_open {}\n\
+         # TYPE custodian_reshares_open gauge\ncustodian_reshares_open {}\n",
         s.sessions.open_count(),
-        s.dkgs.open_count()
+        s.dkgs.open_count(),
+        s.reshares.open_count()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,5 +1,5 @@
 //! The peer channel: custodian to custodian over mutual TLS, for the secrets no
-//! coordinator may see (a DKG's round-2 packages).
+//! coordinator may see (a DKG's round-2 packages, a reshare's sub-shares).
 //!
 //! Both ends check identities that only certificates carry. The sender connects to the
 //! address the coordinator gave for a holder and, before it writes a byte of the request,
@@ -19,8 +19,10 @@ use axum::{Extension, Json};
 use base64::Engine;
 use certs::{Role, SpiffeId};
 use threshold::dkg::Round2Package;
+use threshold::reshare::SubShare;
 use threshold::Zeroizing;
-use wire::dkg::{PeerDkg, PeerDkgResponse};
+use wire::dkg::{DkgPeer, PeerDkg, PeerDkgResponse};
+use wire::reshare::PeerReshare;
 use wire::Reason;
 
 use super::{keyed_body, refuse, step_error, ApiError, AppState, Peer, Shared, B64};
@@ -64,15 +66,41 @@ pub(crate) async fn send_round2(
     transcript: &[u8; 32],
     outgoing: Outgoing,
 ) -> Result<(), (String, ApiError)> {
-    let tls = client_tls(s).map_err(|e| (String::new(), e))?;
     let transcript = B64.encode(transcript);
-    let sends = outgoing.into_iter().map(|(to, package)| {
+    let mut sends = Vec::with_capacity(outgoing.len());
+    for (to, package) in outgoing {
+        let entry = params
+            .peer(to.get())
+            .ok_or_else(|| (String::new(), ApiError::bad(Reason::InvalidDkg)))?;
+        #[cfg(feature = "fault-injection")]
+        let package = crate::fault::round2_package(params.kind, package);
+        let req = PeerDkg {
+            secret_id: sid.to_owned(),
+            from: params.me.get(),
+            to: to.get(),
+            transcript: transcript.clone(),
+            package: Zeroizing::new(B64.encode(&*package)),
+        };
+        sends.push((entry, req));
+    }
+    send_all(s, sid, sends).await
+}
+
+/// Sends each request to its peer, all at once, over the peer channel: the answering
+/// certificate must name the custodian of the entry. `Err` names the first peer that
+/// did not take its request, with the refusal to answer.
+pub(crate) async fn send_all<R>(
+    s: &AppState,
+    sid: &str,
+    sends: Vec<(&DkgPeer, R)>,
+) -> Result<(), (String, ApiError)>
+where
+    R: wire::Request + Sync,
+{
+    let tls = client_tls(s).map_err(|e| (String::new(), e))?;
+    let sends = sends.into_iter().map(|(entry, req)| {
         let tls = tls.clone();
-        let transcript = transcript.clone();
         async move {
-            let Some(entry) = params.peer(to.get()) else {
-                return Err((String::new(), ApiError::bad(Reason::InvalidDkg)));
-            };
             let name = entry.name.clone();
             let refused = |reason| (name.clone(), ApiError::new(StatusCode::BAD_GATEWAY, reason));
             let (Ok(addr), Some(expected)) = (
@@ -85,16 +113,6 @@ pub(crate) async fn send_round2(
                 .map_err(|_| refused(Reason::InvalidDkg))?
                 .expect_identity(expected)
                 .with_deadline(PEER_DEADLINE);
-            #[cfg(feature = "fault-injection")]
-            let package = crate::fault::round2_package(params.kind, package);
-            let req = PeerDkg {
-                secret_id: sid.to_owned(),
-                from: params.me.get(),
-                to: to.get(),
-                transcript,
-                package: Zeroizing::new(B64.encode(&*package)),
-            };
-            drop(package);
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -120,7 +138,7 @@ pub(crate) async fn send_round2(
                             }
                             _ => Reason::PeerUnreachable,
                         };
-                        tracing::warn!(secret_id = %sid, peer = %name, holder = to.get(), error = %e, "peer channel: a round-2 package was not taken");
+                        tracing::warn!(secret_id = %sid, peer = %name, error = %e, "peer channel: a package was not taken");
                         return Err(refused(reason));
                     }
                 }
@@ -196,4 +214,63 @@ fn check(
         .and_then(|bytes| Round2Package::decode(params.kind, &bytes).ok())
         .ok_or_else(|| ApiError::bad(Reason::InvalidRound2Package))?;
     Ok((transcript, package))
+}
+
+/// `PUT /v1/peer/reshare/{id}`: a dealer's sub-share for this new holder.
+pub(crate) async fn take_sub_share(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(raw_id): Path<String>,
+    body: Result<Json<PeerReshare>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let op = "peer_reshare";
+    let (id, sid, req) = keyed_body(&s, &peer, op, &raw_id, &[Role::Custodian], body, Ok).await?;
+    let Some(params) = s.reshares.params(&id) else {
+        return Err(refuse(&s, &peer, op, &sid, -1, step_error(Step::Unknown)).await);
+    };
+    let Some(me) = params.me else {
+        return Err(refuse(&s, &peer, op, &sid, -1, step_error(Step::OutOfOrder)).await);
+    };
+    let index = i64::from(me.get());
+    let taken = check_sub_share(&s, &peer, &req, &params, me)
+        .and_then(|share| s.reshares.receive(&id, req.from, share).map_err(step_error));
+    match taken {
+        Ok(already_taken) => {
+            tracing::debug!(peer = %peer.0, secret_id = %sid, from = req.from, "peer channel: sub-share taken");
+            let status = if already_taken {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let answer = PeerDkgResponse {
+                holder: me.get(),
+                already_taken,
+            };
+            Ok((status, Json(answer)).into_response())
+        }
+        Err(e) => Err(refuse(&s, &peer, op, &sid, index, e).await),
+    }
+}
+
+/// A sub-share's checks: for this new holder, from a dealer of the reshare whose
+/// custodian is the caller, of the reshare's kind.
+fn check_sub_share(
+    s: &AppState,
+    peer: &Peer,
+    req: &PeerReshare,
+    params: &crate::reshare::Params,
+    me: threshold::HolderId,
+) -> Result<SubShare, ApiError> {
+    let sender = params
+        .dealer_entry(req.from)
+        .filter(|_| req.to == me.get())
+        .ok_or_else(|| ApiError::bad(Reason::InvalidRound2Package))?;
+    if custodian_id(s, &sender.name).as_ref() != Some(&peer.0) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, Reason::NotThePeer));
+    }
+    B64.decode(req.share.as_bytes())
+        .map(Zeroizing::new)
+        .ok()
+        .and_then(|bytes| SubShare::decode(params.kind, &bytes).ok())
+        .ok_or_else(|| ApiError::bad(Reason::InvalidRound2Package))
 }

@@ -415,6 +415,9 @@ pub(crate) async fn delete(
     if s.dkgs.abort(&id) {
         tracing::info!(peer = %peer.0, secret_id = %sid, "DKG aborted");
     }
+    if s.reshares.abort(&id) {
+        tracing::info!(peer = %peer.0, secret_id = %sid, "reshare aborted");
+    }
     let store = s.store.clone();
     let audit = event(&peer, "delete", &sid, -1, "ok", "");
     match blocking("delete", &sid, move || store.delete(&id, q.epoch, audit)).await? {
