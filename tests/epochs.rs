@@ -650,3 +650,324 @@ fn an_enroller_killed_before_storing_an_enrollment_leaves_nothing_behind() {
     alice.enroll_p256();
     assert_eq!(held(&w), [2, 2, 2, 2]);
 }
+
+/// Five custodians (c5 on standby at the enroller: in no new enrollment) and alice.
+fn five() -> (testkit::shardctl::World, User) {
+    use testkit::device::Backend;
+    let w = testkit::shardctl::world_standby(
+        &[
+            Backend::SoftHsm,
+            Backend::SoftHsm,
+            Backend::Tpm,
+            Backend::Tpm,
+            Backend::SoftHsm,
+        ],
+        1,
+    );
+    let alice = w.logged_in("alice");
+    (w, alice)
+}
+
+/// Waits (up to 30 s) until custodians `holders` (indices) hold `id` at `epoch` only,
+/// committed, and every other custodian holds nothing of it.
+fn held_by(w: &testkit::shardctl::World, id: &str, epoch: u32, holders: &[usize]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows: Vec<_> = (0..w.cluster.nodes.len())
+            .map(|i| rows_of(w, i, id))
+            .collect();
+        let fits = rows.iter().enumerate().all(|(i, r)| {
+            if holders.contains(&i) {
+                r == &[(epoch, false)]
+            } else {
+                r.is_empty()
+            }
+        });
+        if fits {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} is not at epoch {epoch} at {holders:?} only: {rows:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Waits (up to 30 s) until the enroller's log says `count` epoch changes of `id` ended
+/// aborted (the re-driver finishes an abort a custodian was down for).
+fn aborted(w: &testkit::shardctl::World, id: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = w.cluster.enroller.as_ref().unwrap().log_text();
+        let n = log
+            .lines()
+            .filter(|l| l.contains("epoch change aborted") && l.contains(id))
+            .count();
+        if n >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: {n} of {count} aborts:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `shardctl --json reshare` that must fail; answers the JSON error.
+fn reshare_fails(user: &User, id: &str, custodians: &str, t: &str) -> Value {
+    let run = user.run(&[
+        "--json",
+        "reshare",
+        id,
+        "--custodians",
+        custodians,
+        "--threshold",
+        t,
+    ]);
+    assert!(!run.status.success(), "{run:?}");
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"))
+}
+
+fn reshares(user: &User, id: &str, custodians: &str, t: &str) -> Value {
+    user.json(&["reshare", id, "--custodians", custodians, "--threshold", t])
+}
+
+/// Signs through `shardctl` and has libsecp256k1 check the BIP340 signature.
+fn libsecp256k1_signs(user: &User, id: &str, x_only: &str, name: &str) {
+    let message = user.path("reshare-message.txt");
+    std::fs::write(&message, b"after the reshare").unwrap();
+    let out = user.path(name);
+    user.json(&[
+        "sign",
+        id,
+        "--in",
+        message.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let signature: [u8; 64] = std::fs::read(&out).unwrap().try_into().unwrap();
+    let key: [u8; 32] = hex::decode(x_only).unwrap().try_into().unwrap();
+    let key = secp256k1::XOnlyPublicKey::from_byte_array(key).unwrap();
+    let signature = secp256k1::schnorr::Signature::from_byte_array(signature);
+    secp256k1::schnorr::verify(&signature, b"after the reshare", &key)
+        .unwrap_or_else(|e| panic!("libsecp256k1 refuses the signature: {e}"));
+}
+
+#[test]
+fn reshare_moves_a_key_to_other_custodians_and_thresholds_with_the_same_public_key() {
+    let (mut w, alice) = five();
+    let e = alice.json(&["enroll", "--kind", "ed25519", "--dkg"]);
+    let born = e["secret_id"].as_str().unwrap().to_owned();
+    let born_public = e["public_key"].as_str().unwrap().to_owned();
+    let e = alice.json(&["enroll", "--kind", "secp256k1-tr"]);
+    let dealt = e["secret_id"].as_str().unwrap().to_owned();
+    let dealt_public = e["public_key"].as_str().unwrap().to_owned();
+    held_by(&w, &born, 1, &[0, 1, 2, 3]);
+
+    // c4's device is lost: c1, c2 and c3 deal to c1, c2, c3 and c5, still 3 of 4.
+    w.cluster.nodes[3].kill9();
+    let r = reshares(&alice, &born, "c1,c2,c3,c5", "3");
+    assert_eq!(
+        (&r["epoch"], &r["threshold"], &r["custodians"]),
+        (&json!(2), &json!(3), &json!(["c1", "c2", "c3", "c5"])),
+        "{r}"
+    );
+    assert_eq!(r["complete"], false, "c4 still holds epoch 1: {r}");
+    let p = alice.json(&["pubkey", &born]);
+    assert_eq!(
+        (p["public_key"].as_str(), &p["epoch"]),
+        (Some(born_public.as_str()), &json!(2))
+    );
+    signs(&alice, &born, Kind::Ed25519, &born_public, "born-2.sig");
+    let v = alice.json(&["verify", &born]);
+    assert_eq!(v["ok"], 4, "{v}");
+    assert_eq!(result_of(&v, "c5")["result"], "ok", "{v}");
+    // c4 comes back: the enroller deletes its share of epoch 1, and the job ends.
+    w.cluster.nodes[3].start().unwrap();
+    w.cluster.wait_ready(3).unwrap();
+    held_by(&w, &born, 2, &[0, 1, 2, 4]);
+
+    // Fewer custodians and another threshold: 2 of c1, c2, c5; libsecp256k1 accepts.
+    let r = reshares(&alice, &dealt, "c1,c2,c5", "2");
+    assert_eq!(
+        (&r["epoch"], &r["complete"]),
+        (&json!(2), &json!(true)),
+        "{r}"
+    );
+    held_by(&w, &dealt, 2, &[0, 1, 4]);
+    assert_eq!(
+        alice.json(&["pubkey", &dealt])["public_key"].as_str(),
+        Some(dealt_public.as_str())
+    );
+    libsecp256k1_signs(&alice, &dealt, &dealt_public, "dealt-2.sig");
+    // Two of the three sign: with c5 down as well as c3 and c4 out of the set.
+    w.cluster.nodes[4].kill9();
+    libsecp256k1_signs(&alice, &dealt, &dealt_public, "dealt-2-two.sig");
+    w.cluster.nodes[4].start().unwrap();
+    w.cluster.wait_ready(4).unwrap();
+
+    // Bad requests change nothing and say why.
+    let secret = alice.path("opaque.bin");
+    std::fs::write(&secret, b"an opaque secret").unwrap();
+    let e = alice.json(&["enroll", "--secret-file", secret.to_str().unwrap()]);
+    let opaque = e["secret_id"].as_str().unwrap().to_owned();
+    let err = reshare_fails(&alice, &opaque, "c1,c2,c5", "2");
+    assert!(err.to_string().contains("not used to sign"), "{err}");
+    for (set, t) in [
+        ("c1,c2,c9", "2"),
+        ("c1,c1,c2", "2"),
+        ("c1,c2", "3"),
+        ("c1,c2", "1"),
+    ] {
+        let err = reshare_fails(&alice, &dealt, set, t);
+        assert_eq!(err["reason"], "invalid_reshare", "{set} {t}: {err}");
+    }
+    // A new holder that cannot take part: refused before anything is dealt.
+    w.cluster.nodes[2].kill9();
+    let err = reshare_fails(&alice, &dealt, "c1,c2,c3", "2");
+    assert_eq!(err["error"], "reshare_failed", "{err}");
+    assert_eq!(err["custodians"][0]["name"], "c3", "{err}");
+    w.cluster.nodes[2].start().unwrap();
+    w.cluster.wait_ready(2).unwrap();
+    held_by(&w, &dealt, 2, &[0, 1, 4]);
+    // The abort reached c3 only once it was back: the re-driver finished it.
+    aborted(&w, &dealt, 1);
+    // Fewer than t of the current holders answer: nobody can deal.
+    w.cluster.nodes[0].kill9();
+    w.cluster.nodes[1].kill9();
+    let err = reshare_fails(&alice, &dealt, "c3,c4,c5", "2");
+    assert_eq!(err["error"], "reshare_failed", "{err}");
+    let named: Vec<_> = err["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(named, ["c1", "c2"], "{err}");
+    for i in [0, 1] {
+        w.cluster.nodes[i].start().unwrap();
+        w.cluster.wait_ready(i).unwrap();
+    }
+    held_by(&w, &dealt, 2, &[0, 1, 4]);
+    // A dealer that deals a wrong sub-share is named by the new holders; the reshare is
+    // aborted everywhere and epoch 2 stays in force.
+    w.cluster.nodes[0].stop().unwrap();
+    w.cluster.nodes[0].set_env("CUSTODIAN_FAULT", Some("bad-reshare-share"));
+    w.cluster.nodes[0].start().unwrap();
+    w.cluster.wait_ready(0).unwrap();
+    let err = reshare_fails(&alice, &dealt, "c1,c2,c3,c4", "3");
+    assert_eq!(
+        (
+            &err["error"],
+            &err["custodians"][0]["name"],
+            &err["custodians"][0]["reason"]
+        ),
+        (
+            &json!("reshare_failed"),
+            &json!("c1"),
+            &json!("dkg_cheater")
+        ),
+        "{err}"
+    );
+    held_by(&w, &dealt, 2, &[0, 1, 4]);
+    w.cluster.nodes[0].stop().unwrap();
+    w.cluster.nodes[0].set_env("CUSTODIAN_FAULT", None);
+    w.cluster.nodes[0].start().unwrap();
+    w.cluster.wait_ready(0).unwrap();
+
+    // The enroller dies at each step before the new manifest: after its restart the
+    // reshare is aborted at both sets, and epoch 2 stays at c1, c2, c5.
+    for fault in [
+        "reshare-after-begin",
+        "reshare-after-deal",
+        "reshare-before-manifest",
+    ] {
+        restart_enroller(&mut w, Some(fault));
+        reshare_fails(&alice, &dealt, "c2,c3,c4", "2");
+        restart_enroller(&mut w, None);
+        held_by(&w, &dealt, 2, &[0, 1, 4]);
+        libsecp256k1_signs(&alice, &dealt, &dealt_public, &format!("{fault}.sig"));
+    }
+    // Right after the manifest of epoch 3 is stored: epoch 3 is in force at c2, c3, c4,
+    // and the restarted enroller commits it there and deletes epoch 2 at c1 and c5.
+    restart_enroller(&mut w, Some("reshare-after-manifest"));
+    reshare_fails(&alice, &dealt, "c2,c3,c4", "2");
+    restart_enroller(&mut w, None);
+    held_by(&w, &dealt, 3, &[1, 2, 3]);
+    libsecp256k1_signs(&alice, &dealt, &dealt_public, "after-manifest.sig");
+    let p = alice.json(&["pubkey", &dealt]);
+    assert_eq!(
+        (p["public_key"].as_str(), &p["epoch"]),
+        (Some(dealt_public.as_str()), &json!(3))
+    );
+    assert_eq!(alice.json(&["verify", &dealt])["ok"], 3);
+    // The key moved by a reshare refreshes at its new custodians.
+    let r = alice.json(&["refresh", &born]);
+    assert_eq!(r["epoch"], 3, "{r}");
+    held_by(&w, &born, 3, &[0, 1, 2, 4]);
+    signs(&alice, &born, Kind::Ed25519, &born_public, "born-3.sig");
+}
+
+#[test]
+fn a_custodian_killed_at_each_step_of_a_reshare_ends_at_one_epoch() {
+    let (mut w, alice) = five();
+    let e = alice.json(&["enroll", "--kind", "p256-schnorr", "--dkg"]);
+    let id = e["secret_id"].as_str().unwrap().to_owned();
+    let public = e["public_key"].as_str().unwrap().to_owned();
+    let mut epoch = 1;
+    let mut holders = vec![0, 1, 2, 3];
+    // (fault at c5, a new holder; whether the reshare is in force once c5 is back)
+    for (fault, moves) in [
+        // c5 dies right after storing its pending row: the reshare is aborted, and the
+        // abort completes once c5 is back.
+        ("exit-after-pending-store", false),
+        // c5 dies right after committing the new epoch: the new manifest is in force,
+        // and the enroller finishes the job once c5 is back.
+        ("exit-after-commit-epoch", true),
+    ] {
+        w.cluster.nodes[4].stop().unwrap();
+        w.cluster.nodes[4].set_env("CUSTODIAN_FAULT", Some(fault));
+        w.cluster.nodes[4].start().unwrap();
+        w.cluster.wait_ready(4).unwrap();
+        let run = alice.run(&[
+            "--json",
+            "reshare",
+            &id,
+            "--custodians",
+            "c1,c2,c5",
+            "--threshold",
+            "2",
+        ]);
+        let status = w.cluster.nodes[4]
+            .wait_exit(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{fault}: c5 still runs"));
+        assert_eq!(status.code(), Some(137), "{fault}");
+        assert_eq!(run.status.success(), moves, "{fault}: {run:?}");
+        // Signing works meanwhile, at whichever epoch is in force.
+        signs(
+            &alice,
+            &id,
+            Kind::P256Schnorr,
+            &public,
+            &format!("{fault}-down.sig"),
+        );
+        w.cluster.nodes[4].set_env("CUSTODIAN_FAULT", None);
+        w.cluster.nodes[4].start().unwrap();
+        w.cluster.wait_ready(4).unwrap();
+        if moves {
+            epoch += 1;
+            holders = vec![0, 1, 4];
+        }
+        held_by(&w, &id, epoch, &holders);
+        signs(
+            &alice,
+            &id,
+            Kind::P256Schnorr,
+            &public,
+            &format!("{fault}-up.sig"),
+        );
+        assert_eq!(alice.json(&["verify", &id])["ok"], holders.len(), "{fault}");
+    }
+}

@@ -81,6 +81,7 @@ fn refusal_error(config: &Config, site: &crate::reasons::Site<'_>, f: Failure) -
         Some(hint) => CliError::Refused {
             service: "the enroller".into(),
             reason: reason.to_string(),
+            status: None,
             hint: Some(hint),
         },
         None => net::failure_error(config, &config.enroller, None, f),

@@ -172,6 +172,7 @@ fn admin_error_at(config: &Config, site: &Site<'_>, f: Failure) -> CliError {
         Some(hint) => CliError::Refused {
             service: "the enroller".into(),
             reason: reason.to_string(),
+            status: None,
             hint: Some(hint),
         },
         None => net::failure_error(config, &config.enroller, None, f),

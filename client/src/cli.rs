@@ -130,6 +130,25 @@ pub enum Command {
         secret_id: String,
     },
 
+    /// Move a signing key to another set of custodians or another threshold.
+    ///
+    /// A quorum of the key's current custodians (the first `t` that answer) deal
+    /// Lagrange-weighted sub-shares of their shares to the new custodians over mutual
+    /// TLS; each new custodian checks what it receives against the dealers' commitments.
+    /// The key is never rebuilt and its public key does not change. Replaces a lost or
+    /// retired custodian, adds or removes one, or changes `t`.
+    Reshare {
+        /// The key's id.
+        secret_id: String,
+        /// The new custodians, in order, comma-separated (each must be configured at the
+        /// enroller, and under [[custodians]] here to be used afterwards).
+        #[arg(long, value_name = "NAMES", value_delimiter = ',', required = true)]
+        custodians: Vec<String>,
+        /// How many of the new custodians must take part to sign.
+        #[arg(long, value_name = "T")]
+        threshold: u8,
+    },
+
     /// Check every custodian's share of a secret (or key) without recovering it.
     ///
     /// Each custodian unseals its share inside, checks it against the signed manifest's

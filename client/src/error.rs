@@ -165,8 +165,10 @@ pub enum CliError {
     Refused {
         /// The service.
         service: String,
-        /// Its reason.
+        /// Its machine-readable reason.
         reason: String,
+        /// The HTTP status, when it says more than the reason.
+        status: Option<u16>,
         /// What it means for the user and what to do, when known.
         hint: Option<String>,
     },
@@ -242,6 +244,8 @@ pub enum CliError {
     /// A refresh that did not reach (or was refused by) some custodians; the key stays at
     /// its epoch.
     RefreshFailed {
+        /// `refresh` or `reshare`.
+        what: &'static str,
         /// (custodian, reason).
         custodians: Vec<(String, String)>,
     },
@@ -488,10 +492,12 @@ impl fmt::Display for CliError {
             CliError::Refused {
                 service,
                 reason,
+                status,
                 hint,
-            } => match hint {
-                Some(hint) => write!(f, "{hint} ({reason})"),
-                None => write!(f, "{service} refused: {reason}"),
+            } => match (hint, status) {
+                (Some(hint), _) => write!(f, "{hint} ({reason})"),
+                (None, Some(status)) => write!(f, "{service} refused: {reason}, status {status}"),
+                (None, None) => write!(f, "{service} refused: {reason}"),
             },
             CliError::Unreadable { service, reason } => write!(
                 f,
@@ -556,7 +562,7 @@ impl fmt::Display for CliError {
                 "{} must hold 1 byte to 64 KiB to be escrowed",
                 path.display()
             ),
-            CliError::RefreshFailed { custodians } => {
+            CliError::RefreshFailed { what, custodians } => {
                 let list = custodians
                     .iter()
                     .map(|(n, r)| format!("{n}: {r}"))
@@ -564,8 +570,8 @@ impl fmt::Display for CliError {
                     .join("; ");
                 write!(
                     f,
-                    "refresh failed at {list}; the key stays at its epoch and nothing of the \
-                     attempt is kept"
+                    "{what} failed at {list}; the key stays at its epoch with its custodians \
+                     and nothing of the attempt is kept"
                 )
             }
             CliError::EnrollFailed {
@@ -771,6 +777,9 @@ impl CliError {
             CliError::NotVerified { .. } => "not_verified",
             CliError::NotEnoughShards { .. } => "not_enough_shards",
             CliError::EnrollFailed { .. } => "enroll_failed",
+            CliError::RefreshFailed {
+                what: "reshare", ..
+            } => "reshare_failed",
             CliError::RefreshFailed { .. } => "refresh_failed",
             CliError::AlreadyExists(_) | CliError::OutExists(_) => "already_exists",
             CliError::ServicesDown { .. } => "services_down",
@@ -809,7 +818,8 @@ impl CliError {
                 v["ok"] = (*ok).into();
                 v["custodians"] = serde_json::to_value(outcomes).unwrap_or_default();
             }
-            CliError::EnrollFailed { custodians, .. } | CliError::RefreshFailed { custodians } => {
+            CliError::EnrollFailed { custodians, .. }
+            | CliError::RefreshFailed { custodians, .. } => {
                 v["custodians"] = custodians
                     .iter()
                     .map(|(n, r)| serde_json::json!({ "name": n, "reason": r }))

@@ -131,6 +131,11 @@ fn main() -> ExitCode {
         } => sign::sign(&ctx, &secret_id, &input, out.as_deref(), deadline_ms),
         cli::Command::Pubkey { secret_id } => sign::pubkey(&ctx, &secret_id),
         cli::Command::Refresh { secret_id } => refresh::refresh(&ctx, &secret_id),
+        cli::Command::Reshare {
+            secret_id,
+            custodians,
+            threshold,
+        } => refresh::reshare(&ctx, &secret_id, &custodians, threshold),
         cli::Command::Verify {
             secret_id,
             deadline_ms,

@@ -190,7 +190,8 @@ pub fn failure_error(
         }
         Failure::Refused { reason, status, .. } => CliError::Refused {
             service: who,
-            reason: format!("{reason}, status {status}"),
+            reason: reason.to_string(),
+            status: Some(status),
             hint: None,
         },
         Failure::Unreadable(reason) => CliError::Unreadable {

@@ -50,6 +50,11 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
     let release = |words: &str| matches!(site, Release).then(|| words.to_owned());
     let signer = |words: &str| matches!(site, Sign).then(|| words.to_owned());
     match reason {
+        Reason::InvalidReshare => Some(
+            "name each new custodian once, as the enroller's configuration names it, and a \
+             threshold with 2 <= t <= the number of custodians"
+                .into(),
+        ),
         Reason::InvitationUnknown => name.map(|name| {
             format!(
                 "the invitation code is not valid for {name}; check it, or ask an administrator \
@@ -243,6 +248,8 @@ pub fn hint(reason: Reason, site: &Site<'_>) -> Option<String> {
         | Reason::DkgNotForKind
         | Reason::InvalidCommitment
         | Reason::RefreshNotForKind
+        | Reason::ReshareNotForKind
+        | Reason::ReshareTooFewHolders
         | Reason::CustodianSetChanged
         | Reason::RefreshInProgress
         | Reason::CommitmentMismatch

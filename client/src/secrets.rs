@@ -200,6 +200,7 @@ fn enroll_error(config: &Config, login: &Login, f: Failure) -> CliError {
             Some(hint) => CliError::Refused {
                 service: "the enroller".into(),
                 reason: reason.to_string(),
+                status: None,
                 hint: Some(hint),
             },
             None => net::failure_error(config, &config.enroller, Some(login), f),

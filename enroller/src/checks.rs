@@ -80,8 +80,8 @@ async fn check_one(state: &Shared, signed: &SignedManifest, pass: &mut Pass) {
     pass.secrets += 1;
     let asks = manifest.custodians.iter().zip(&manifest.commitments).map(
         |(name, commitment)| async move {
-            let client = state.custodians.iter().find(|(c, _)| c == name);
-            let Some((_, client)) = client else {
+            let client = state.known.iter().find(|k| &k.name == name);
+            let Some(crate::set::Known { client, .. }) = client else {
                 return (name, Err("not configured".to_owned()));
             };
             let answer = client

@@ -13,7 +13,7 @@
 //! database = "enroller.db"
 //! profile = "enroller-token.toml"        # PKCS#11 profile; key_label is the base label
 //! user_ca_cert = "pki/user-ca.pem"       # issued by `shardctl pki issue-user-ca`
-//! threshold = 3                          # t; n is the number of custodians
+//! threshold = 3                          # t; n is the number of custodians not on standby
 //!
 //! [tls]
 //! ca = "pki/ca.pem"
@@ -24,6 +24,7 @@
 //! name = "c1"
 //! address = "127.0.0.11:7001"
 //! server_name = "127.0.0.11"             # a DNS or IP SAN of its certificate
+//! standby = false                        # true: not in new enrollments, a reshare may move keys to it
 //!
 //! [limits]
 //! login_validity_seconds = 600           # at most 600
@@ -110,6 +111,10 @@ pub struct CustodianConfig {
     pub address: SocketAddr,
     /// A DNS or IP name in its certificate.
     pub server_name: String,
+    /// Known to the enroller (a reshare may move keys to it, and it serves the keys it
+    /// holds) but left out of new enrollments.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// Scheduled share checks ([`crate::checks`]).
@@ -219,15 +224,21 @@ impl conf::Section for Config {
             .map_err(|e| Invalid::new("trust_domain", e.to_string()))?;
         conf::service::check_health_listen(self.health_listen)?;
         self.log.check()?;
-        let n = self.custodians.len();
+        if self.custodians.len() > 4 * usize::from(shard::MAX_SHARDS) {
+            return Err(Invalid::new("custodians", "at most 64 custodians"));
+        }
+        let n = self.custodians.iter().filter(|c| !c.standby).count();
         if n > usize::from(shard::MAX_SHARDS) {
-            return Err(Invalid::new("custodians", "at most 16 custodians"));
+            return Err(Invalid::new(
+                "custodians",
+                "at most 16 custodians not on standby",
+            ));
         }
         // Invariant: n <= 16 was checked just above.
         shard::Threshold::new(self.threshold, n as u8).map_err(|_| {
             Invalid::new(
                 "threshold",
-                format!("needs 2 <= threshold <= number of custodians ({n})"),
+                format!("needs 2 <= threshold <= number of custodians not on standby ({n})"),
             )
         })?;
         for (i, c) in self.custodians.iter().enumerate() {

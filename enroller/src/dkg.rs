@@ -22,7 +22,9 @@ use crate::distribute::{all_or_failed, each, Failed};
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The custodians that finishing holders named as cheaters (`dkg_cheater`), once each.
-fn cheaters<T>(outcomes: &[(&CustodianId, Result<T, mtls::Error>)]) -> Vec<CustodianFailure> {
+pub(crate) fn cheaters<T>(
+    outcomes: &[(&CustodianId, Result<T, mtls::Error>)],
+) -> Vec<CustodianFailure> {
     let mut named: Vec<CustodianFailure> = Vec::new();
     for (_, outcome) in outcomes {
         if let Err(mtls::Error::Refused { body, .. }) = outcome {

@@ -8,6 +8,10 @@
 //! | `refresh-after-begin` | after a refresh's job row is written, before the custodians are asked |
 //! | `refresh-before-manifest` | after every custodian stored its pending row, before the new manifest is |
 //! | `refresh-after-manifest` | after the new manifest is stored, before any custodian commits it |
+//! | `reshare-after-begin` | after a reshare's job row is written, before any custodian is asked |
+//! | `reshare-after-deal` | after every dealer dealt its sub-shares, before the new holders finish |
+//! | `reshare-before-manifest` | after every new holder stored its pending row, before the new manifest is |
+//! | `reshare-after-manifest` | after the new manifest is stored, before any custodian commits it |
 //! | `enroll-after-deposit` | a dealer-mode enrollment: after every custodian took its share, before the enrollment is stored |
 //! | `enroll-after-dkg` | a `--dkg` enrollment: after every custodian stored its key package, before the enrollment is stored |
 

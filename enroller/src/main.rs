@@ -179,10 +179,11 @@ fn serve(cfg: Config) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?,
     );
-    let mut custodians = Vec::new();
+    let mut known = Vec::new();
     let peers = cfg
         .custodians
         .iter()
+        .filter(|c| !c.standby)
         .zip(1u16..)
         .map(|(c, holder)| wire::dkg::DkgPeer {
             holder,
@@ -199,11 +200,20 @@ fn serve(cfg: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .expect_identity(id)
             .with_deadline(Duration::from_millis(cfg.limits.deposit_timeout_ms));
-        custodians.push((
-            shard::CustodianId::new(&c.name).map_err(|e| e.to_string())?,
-            Arc::new(client),
-        ));
+        known.push(enroller::set::Known {
+            name: shard::CustodianId::new(&c.name).map_err(|e| e.to_string())?,
+            client: Arc::new(client),
+            address: c.address.to_string(),
+            server_name: c.server_name.clone(),
+        });
     }
+    let custodians: Vec<_> = cfg
+        .custodians
+        .iter()
+        .zip(&known)
+        .filter(|(c, _)| !c.standby)
+        .map(|(_, k)| (k.name.clone(), k.client.clone()))
+        .collect();
     // Invariant: Config::validate checked 2 <= t <= n <= 16.
     let threshold =
         shard::Threshold::new(cfg.threshold, custodians.len() as u8).map_err(|e| e.to_string())?;
@@ -215,6 +225,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         threshold,
         custodians,
         peers,
+        known,
         login_validity: Duration::from_secs(cfg.limits.login_validity_seconds),
         invitation_ttl: cfg.limits.invitation_ttl_seconds,
         backoff_max: cfg.limits.backoff_max_seconds,

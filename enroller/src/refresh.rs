@@ -43,10 +43,10 @@ pub const PASS_AT_ONCE: usize = 4;
 static IN_FLIGHT: Mutex<BTreeSet<[u8; 16]>> = Mutex::new(BTreeSet::new());
 
 /// Marks a job as run by this process until dropped; `None` when it already is.
-struct Running([u8; 16]);
+pub(crate) struct Running([u8; 16]);
 
 impl Running {
-    fn claim(id: [u8; 16]) -> Option<Running> {
+    pub(crate) fn claim(id: [u8; 16]) -> Option<Running> {
         let mut set = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
         // Lazily: a `Running` made and dropped here would unlock what it never held.
         let claimed = set.insert(id);
@@ -67,7 +67,7 @@ impl Drop for Running {
 /// How often unfinished jobs are driven again (and once at startup).
 pub const REDRIVE_EVERY: Duration = Duration::from_secs(10);
 
-async fn db<T: Send + 'static>(
+pub(crate) async fn db<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&crate::users::Db) -> Result<T, crate::users::DbError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -103,13 +103,11 @@ pub async fn refresh(
     let kind: threshold::Kind = kind
         .parse()
         .map_err(|_| ApiError::new(StatusCode::CONFLICT, Reason::RefreshNotForKind))?;
-    let names: Vec<_> = s.custodians.iter().map(|(c, _)| c.clone()).collect();
-    if manifest.custodians != names || manifest.threshold != s.threshold {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            Reason::CustodianSetChanged,
-        ));
-    }
+    // The custodians the manifest names, wherever a reshare moved the key.
+    let set = crate::set::resolve(&s.known, &manifest.custodians).map_err(|name| {
+        tracing::warn!(%secret_id, custodian = %name, "refresh: a custodian of the manifest is not configured");
+        ApiError::new(StatusCode::CONFLICT, Reason::CustodianSetChanged)
+    })?;
     // One refresh of a key at a time in this process; another one under way is not
     // touched. An unfinished job left by a crash is finished (or aborted) first.
     let Some(running) = Running::claim(id) else {
@@ -139,6 +137,8 @@ pub async fn refresh(
         from_epoch: from,
         to_epoch: to,
         step: "prepare".into(),
+        old: set.names(),
+        new: set.names(),
     };
     let begun = job.clone();
     if !db(s, move |d| d.begin_job(&begun)).await? {
@@ -149,7 +149,7 @@ pub async fn refresh(
     }
     #[cfg(feature = "fault-injection")]
     crate::fault::at("refresh-after-begin");
-    let prepared = prepare(s, &manifest, kind, group_key, to).await;
+    let prepared = prepare(s, &set, &manifest, kind, group_key, to).await;
     let next = match prepared {
         Ok(next) => next,
         Err(e) => {
@@ -157,14 +157,27 @@ pub async fn refresh(
             return Err(e);
         }
     };
+    turn(s, job, next).await
+}
+
+/// A job's turning point and what follows it: the new manifest stored with the job's
+/// step `commit` in one transaction, then the commit driven as far as it goes now.
+/// Answers the new epoch and manifest, and whether the job is done.
+pub(crate) async fn turn(
+    s: &Shared,
+    job: Job,
+    next: SignedManifest,
+) -> Result<RefreshResponse, ApiError> {
     #[cfg(feature = "fault-injection")]
-    crate::fault::at("refresh-before-manifest");
+    crate::fault::at(&format!("{}-before-manifest", job.kind));
+    let (id, from, to) = (job.secret_id, job.from_epoch, job.to_epoch);
     let encoded = next.encode();
     let stored = encoded.clone();
     db(s, move |d| d.advance_job(&id, to, &stored)).await?;
-    tracing::info!(%secret_id, from, to, "refresh: the new epoch is in force");
+    let secret_id = SecretId::from_bytes(id);
+    tracing::info!(%secret_id, from, to, job = %job.kind, custodians = ?job.new, "the new epoch is in force");
     #[cfg(feature = "fault-injection")]
-    crate::fault::at("refresh-after-manifest");
+    crate::fault::at(&format!("{}-after-manifest", job.kind));
     let committed = Job {
         step: "commit".into(),
         ..job
@@ -193,6 +206,7 @@ fn refresh_again<'a>(
 /// custodian agreeing), and the manifest of `to` signed by the token.
 async fn prepare(
     s: &Shared,
+    set: &crate::set::Set,
     manifest: &Manifest,
     kind: threshold::Kind,
     group_key: &[u8],
@@ -206,7 +220,7 @@ async fn prepare(
         epoch: to,
         refreshes: Some(manifest.epoch),
     };
-    let ran = crate::dkg::run(&s.custodians, &s.peers, &key).await;
+    let ran = crate::dkg::run(&set.clients, &set.peers, &key).await;
     let public = match ran {
         Ok(public) if public.group_key().as_bytes() == group_key => public,
         Ok(_) | Err(crate::dkg::DkgFailed::Disagree) => {
@@ -233,6 +247,11 @@ async fn prepare(
         commitments,
         ..manifest.clone()
     };
+    sign(s, next).await
+}
+
+/// The manifest signed by the token.
+pub(crate) async fn sign(s: &Shared, next: Manifest) -> Result<SignedManifest, ApiError> {
     let token = s.token.clone();
     tokio::task::spawn_blocking(move || next.sign(&*token))
         .await
@@ -246,6 +265,7 @@ async fn prepare(
 pub struct Enrolling {
     secret_id: [u8; 16],
     epoch: u32,
+    custodians: Vec<String>,
     _running: Running,
 }
 
@@ -256,12 +276,15 @@ impl Enrolling {
         let running = Running::claim(id).ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Reason::RefreshInProgress)
         })?;
+        let custodians: Vec<String> = s.custodians.iter().map(|(c, _)| c.to_string()).collect();
         let job = Job {
             secret_id: id,
             kind: "enroll".into(),
             from_epoch: 0,
             to_epoch: epoch,
             step: "prepare".into(),
+            old: Vec::new(),
+            new: custodians.clone(),
         };
         if !db(s, move |d| d.begin_job(&job)).await? {
             return Err(ApiError::new(
@@ -272,6 +295,7 @@ impl Enrolling {
         Ok(Enrolling {
             secret_id: id,
             epoch,
+            custodians,
             _running: running,
         })
     }
@@ -291,6 +315,8 @@ impl Enrolling {
             from_epoch: 0,
             to_epoch: self.epoch,
             step: "prepare".into(),
+            old: Vec::new(),
+            new: self.custodians.clone(),
         };
         let s = s.clone();
         tokio::spawn(async move {
@@ -318,34 +344,51 @@ pub async fn drive(s: &Shared, job: &Job) -> bool {
     }
     let id = SecretId::from_bytes(job.secret_id);
     let (to, from) = (job.to_epoch, job.from_epoch);
-    let committed = each(&s.custodians, |_, c| c.commit_epoch(&id, to)).await;
+    let (new, all) = sets(s, job);
+    let committed = each(&new, |_, c| c.commit_epoch(&id, to)).await;
     if let Err(failed) = all_or_failed(committed) {
-        log_unfinished("commit", &id, &failed);
+        log_unfinished(job, "commit", &id, &failed);
         return false;
     }
-    let deleted = each(&s.custodians, |_, c| gone(c.delete(&id, Some(from)))).await;
+    let deleted = each(&all, |_, c| gone(c.delete(&id, Some(from)))).await;
     if let Err(failed) = all_or_failed(deleted) {
-        log_unfinished("delete the old epoch", &id, &failed);
+        log_unfinished(job, "delete the old epoch", &id, &failed);
         return false;
     }
     let secret = job.secret_id;
     match db(s, move |d| d.end_job(&secret)).await {
         Ok(()) => {
-            tracing::info!(secret_id = %id, epoch = to, "refresh complete: every custodian holds the new epoch only");
+            tracing::info!(secret_id = %id, epoch = to, job = %job.kind, "epoch change complete: every custodian holds the new epoch only");
             true
         }
         Err(_) => false,
     }
 }
 
+type Clients = Vec<(shard::CustodianId, std::sync::Arc<mtls::Client>)>;
+
+/// A job's custodians: those making the new epoch, and every one involved (the old
+/// holders too). A job written before the sets were kept involves the enroller's own.
+fn sets(s: &Shared, job: &Job) -> (Clients, Clients) {
+    if job.old.is_empty() && job.new.is_empty() {
+        return (s.custodians.clone(), s.custodians.clone());
+    }
+    let all: Vec<&String> = job.new.iter().chain(&job.old).collect();
+    (
+        crate::set::reachable(&s.known, &job.new),
+        crate::set::reachable(&s.known, &all),
+    )
+}
+
 /// Aborts a job before its turning point: every custodian drops its pending row of the
 /// new epoch and any refresh state. Answers whether every custodian confirmed.
-async fn abort(s: &Shared, job: &Job) -> bool {
+pub(crate) async fn abort(s: &Shared, job: &Job) -> bool {
     let id = SecretId::from_bytes(job.secret_id);
     let to = job.to_epoch;
-    let deleted = each(&s.custodians, |_, c| gone(c.delete(&id, Some(to)))).await;
+    let (_, all) = sets(s, job);
+    let deleted = each(&all, |_, c| gone(c.delete(&id, Some(to)))).await;
     if let Err(failed) = all_or_failed(deleted) {
-        log_unfinished("abort", &id, &failed);
+        log_unfinished(job, "abort", &id, &failed);
         return false;
     }
     let secret = job.secret_id;
@@ -353,7 +396,7 @@ async fn abort(s: &Shared, job: &Job) -> bool {
     if job.kind == "enroll" {
         tracing::warn!(secret_id = %id, "enrollment not finished: whatever landed at the custodians is taken back");
     } else {
-        tracing::warn!(secret_id = %id, epoch = job.from_epoch, "refresh aborted: the old epoch stays in force");
+        tracing::warn!(secret_id = %id, epoch = job.from_epoch, job = %job.kind, "epoch change aborted: the old epoch stays in force");
     }
     ended
 }
@@ -369,13 +412,13 @@ async fn gone<T>(
     }
 }
 
-fn log_unfinished(what: &str, id: &SecretId, failed: &Failed) {
+fn log_unfinished(job: &Job, what: &str, id: &SecretId, failed: &Failed) {
     let names: Vec<_> = failed
         .failed
         .iter()
         .map(|f| format!("{}: {}", f.name, f.reason))
         .collect();
-    tracing::warn!(secret_id = %id, custodians = ?names, "refresh: could not {what} everywhere yet; it is driven again");
+    tracing::warn!(secret_id = %id, custodians = ?names, job = %job.kind, "could not {what} everywhere yet; it is driven again");
 }
 
 /// The scheduled refresh: every `every`, each threshold-signing key is refreshed,

@@ -67,6 +67,10 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
 ",
+    "
+    ALTER TABLE jobs ADD COLUMN old_custodians TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN new_custodians TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// An epoch change under way (a refresh), kept durably so that it is driven to its end
@@ -85,6 +89,19 @@ pub struct Job {
     pub to_epoch: u32,
     /// `prepare` or `commit`.
     pub step: String,
+    /// The custodians holding `from_epoch`, by name (none for an enrollment).
+    pub old: Vec<String>,
+    /// The custodians making `to_epoch`, by name, in holder order. Both lists are empty
+    /// in a job written before they were kept: it involves the enroller's custodians.
+    pub new: Vec<String>,
+}
+
+fn names(joined: String) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Database errors.
@@ -429,7 +446,8 @@ impl Db {
         Ok(self
             .conn()
             .query_row(
-                "SELECT kind, from_epoch, to_epoch, step FROM jobs WHERE secret_id = ?1",
+                "SELECT kind, from_epoch, to_epoch, step, old_custodians, new_custodians
+                 FROM jobs WHERE secret_id = ?1",
                 params![&secret_id[..]],
                 |r| {
                     Ok(Job {
@@ -438,6 +456,8 @@ impl Db {
                         from_epoch: r.get(1)?,
                         to_epoch: r.get(2)?,
                         step: r.get(3)?,
+                        old: names(r.get(4)?),
+                        new: names(r.get(5)?),
                     })
                 },
             )
@@ -447,14 +467,18 @@ impl Db {
     /// Every job under way.
     pub fn jobs(&self) -> Result<Vec<Job>, DbError> {
         let c = self.conn();
-        let mut s = c.prepare("SELECT secret_id, kind, from_epoch, to_epoch, step FROM jobs")?;
+        let mut s = c.prepare(
+            "SELECT secret_id, kind, from_epoch, to_epoch, step, old_custodians, new_custodians
+             FROM jobs",
+        )?;
         let rows = s.query_map([], |r| {
             let id: Vec<u8> = r.get(0)?;
-            Ok((id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let sets: (String, String) = (r.get(5)?, r.get(6)?);
+            Ok((id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, sets))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, kind, from_epoch, to_epoch, step) = row?;
+            let (id, kind, from_epoch, to_epoch, step, (old, new)) = row?;
             if let Ok(secret_id) = <[u8; 16]>::try_from(id.as_slice()) {
                 out.push(Job {
                     secret_id,
@@ -462,6 +486,8 @@ impl Db {
                     from_epoch,
                     to_epoch,
                     step,
+                    old: names(old),
+                    new: names(new),
                 });
             }
         }
@@ -471,9 +497,17 @@ impl Db {
     /// Starts a job at its first step, `prepare`; refused (false) when one is under way.
     pub fn begin_job(&self, job: &Job) -> Result<bool, DbError> {
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO jobs (secret_id, kind, from_epoch, to_epoch, step, created_at)
-             VALUES (?1, ?2, ?3, ?4, 'prepare', strftime('%s','now'))",
-            params![&job.secret_id[..], job.kind, job.from_epoch, job.to_epoch],
+            "INSERT OR IGNORE INTO jobs (secret_id, kind, from_epoch, to_epoch, step, created_at,
+                                        old_custodians, new_custodians)
+             VALUES (?1, ?2, ?3, ?4, 'prepare', strftime('%s','now'), ?5, ?6)",
+            params![
+                &job.secret_id[..],
+                job.kind,
+                job.from_epoch,
+                job.to_epoch,
+                job.old.join(","),
+                job.new.join(",")
+            ],
         )?;
         Ok(n == 1)
     }

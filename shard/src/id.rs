@@ -92,6 +92,12 @@ impl CustodianId {
     }
 }
 
+impl AsRef<str> for CustodianId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for CustodianId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -35,6 +35,9 @@ pub struct Cluster {
     pub nodes: Vec<Custodian>,
     /// The enroller, once started with [`Cluster::start_enroller`].
     pub enroller: Option<Enroller>,
+    /// How many of the last custodians the enroller has on standby (in no new
+    /// enrollment; a reshare may move keys to them). Set before the enroller starts.
+    pub standby: usize,
 }
 
 impl Cluster {
@@ -64,6 +67,7 @@ impl Cluster {
             pki: pki.clone(),
             nodes: Vec::new(),
             enroller: None,
+            standby: 0,
         };
         cluster.shardctl(&["pki", "init", "--trust-domain", TRUST_DOMAIN])?;
         say(&format!(
@@ -253,11 +257,14 @@ impl Cluster {
 
     /// The custodians as configurations name them.
     pub fn peers(&self) -> Vec<Peer> {
+        let active = self.nodes.len().saturating_sub(self.standby);
         self.nodes
             .iter()
-            .map(|n| Peer {
+            .enumerate()
+            .map(|(i, n)| Peer {
                 name: n.name.clone(),
                 addr: n.addr,
+                standby: i >= active,
             })
             .collect()
     }

@@ -23,6 +23,8 @@ pub struct Peer {
     pub name: String,
     /// Its mutual-TLS address (the certificate names its IP).
     pub addr: SocketAddr,
+    /// On standby at the enroller: not in new enrollments, a reshare may move keys to it.
+    pub standby: bool,
 }
 
 /// The `[[custodians]]` tables of a configuration (the enroller's and `shardctl`'s have the
@@ -36,6 +38,9 @@ pub fn custodians_toml(custodians: &[Peer]) -> String {
             c.addr,
             c.addr.ip()
         ));
+        if c.standby {
+            toml.push_str("standby = true\n");
+        }
     }
     toml
 }
@@ -93,6 +98,7 @@ impl Enroller {
                 Ok(Peer {
                     name: format!("c{i}"),
                     addr: crate::net::free_addr(ip).map_err(|e| e.to_string())?,
+                    standby: false,
                 })
             })
             .collect::<Result<_, String>>()?;

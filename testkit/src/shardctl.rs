@@ -42,7 +42,12 @@ pub fn config_text(cluster: &Cluster) -> Result<String, String> {
         admin_cert.display(),
         admin_key.display(),
     );
-    Ok(config + &custodians_toml(&cluster.peers()))
+    // shardctl knows every custodian alike: standby is the enroller's word.
+    let mut peers = cluster.peers();
+    for p in &mut peers {
+        p.standby = false;
+    }
+    Ok(config + &custodians_toml(&peers))
 }
 
 /// A cluster with an enroller, and the configuration its users' `shardctl` reads.
@@ -67,7 +72,14 @@ pub fn world() -> World {
 
 /// Custodians on `backends` and an enroller with threshold 3.
 pub fn world_with(backends: &[Backend]) -> World {
+    world_standby(backends, 0)
+}
+
+/// Custodians on `backends`, the last `standby` of them on standby at the enroller
+/// (threshold 3).
+pub fn world_standby(backends: &[Backend], standby: usize) -> World {
     let mut cluster = Cluster::start(backends, &|_| {}).unwrap_or_else(|e| panic!("cluster: {e}"));
+    cluster.standby = standby;
     cluster
         .start_enroller(3, &|_| {})
         .unwrap_or_else(|e| panic!("enroller: {e}"));

@@ -448,6 +448,21 @@ pub(crate) async fn refresh(
     Ok(Json(answer).into_response())
 }
 
+/// `POST /v1/enrollments/{id}/reshare`: the owner's signing key moved to another set of
+/// custodians or another threshold ([`crate::reshare`]).
+pub(crate) async fn reshare(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    req: JsonBody<wire::enroller::Reshare>,
+) -> Result<Response, ApiError> {
+    let owner = require(&s, &peer, &[Role::User])?;
+    let id = secret_id(&id)?;
+    let req = body(req)?;
+    let answer = crate::reshare::reshare(&s, &owner, id, &req.custodians, req.threshold).await?;
+    Ok(Json(answer).into_response())
+}
+
 /// A secret id from the path, or its refusal.
 fn secret_id(text: &str) -> Result<SecretId, ApiError> {
     text.parse()

@@ -29,8 +29,8 @@ use mtls::Client;
 use shard::{CustodianId, Threshold};
 use svc::Peer;
 use wire::enroller::{
-    Enroll, Enrollment, Enrollments, Health, Invite, Login, ManifestKey, Refresh, Register, Unlock,
-    Users,
+    Enroll, Enrollment, Enrollments, Health, Invite, Login, ManifestKey, Refresh, Register,
+    Reshare, Unlock, Users,
 };
 use wire::{CustodianFailure, Reason, Refusal, Request as _};
 
@@ -54,6 +54,9 @@ pub struct AppState {
     pub custodians: Vec<(CustodianId, Arc<Client>)>,
     /// The same custodians as their peers reach them, for a DKG's peer channel.
     pub peers: Vec<wire::dkg::DkgPeer>,
+    /// Every custodian of the configuration, standby ones too: a secret's operations go
+    /// to the ones its manifest names.
+    pub known: Vec<crate::set::Known>,
     /// Login certificate validity.
     pub login_validity: Duration,
     /// Invitation lifetime, seconds.
@@ -127,6 +130,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route(Enrollments::ROUTE, get(enrollment::enrollments))
         .route(Enrollment::ROUTE, get(enrollment::enrollment))
         .route(Refresh::ROUTE, post(enrollment::refresh))
+        .route(Reshare::ROUTE, post(enrollment::reshare))
         .route(ManifestKey::ROUTE, get(ops::manifest_key))
         .route(Health::ROUTE, get(ops::health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Reason::NoSuchRoute) })
