@@ -1,5 +1,6 @@
-//! Epoch benchmark over real processes: 4 custodians (2 SoftHSM2, 2 swtpm), `t = 3`, an
-//! enroller, threshold-signing keys of each kind.
+//! Epoch benchmark over real processes: 4 custodians (2 SoftHSM2, 2 swtpm), `t = 3`, a
+//! fifth (SoftHSM2) on standby for reshares, an enroller, threshold-signing keys of each
+//! kind.
 //!
 //! - references in the same run: a trivial echo (`GET /v1/health` at c1 over kept-alive
 //!   mutual TLS) and a dealer-mode enrollment (`POST /v1/enroll`) from this process;
@@ -7,6 +8,9 @@
 //!   every custodian, the peer channel, four pending rows sealed, the manifest of the next
 //!   epoch signed and stored, four commits, four deletions) from this process, and from a
 //!   fresh `shardctl refresh` process;
+//! - one reshare (`POST /v1/enrollments/{id}/reshare`, 3 of 4 to 3 of 4 with one custodian
+//!   replaced, back and forth: health checks, three dealers dealing to four new holders
+//!   over the peer channel, four pending rows, the manifest, commits, deletions at five);
 //! - the rate of refreshing many keys four at a time (what the scheduled refresh does),
 //!   with the time 10,000 keys would take at that rate, and the peer-channel payload per
 //!   refreshed key.
@@ -21,11 +25,35 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use mtls::Client;
+use testkit::device::Backend;
 use testkit::figures::{measure, ms};
-use testkit::shardctl::world;
+use testkit::shardctl::world_standby;
 use testkit::signing::clients_of;
 use threshold::{dkg, HolderId, Kind, SeededRng, Threshold, Zeroizing};
-use wire::enroller::{Enroll, EnrollResponse, Refresh};
+use wire::enroller::{Enroll, EnrollResponse, Refresh, Reshare};
+
+/// The peer channel's payload for one reshare of a key of `kind` from three dealers to
+/// four new holders: one sub-share in a JSON body per dealer and new holder.
+fn reshare_payload(kind: Kind) -> (usize, usize) {
+    let mut rng = SeededRng::from_seed(Zeroizing::new([4; 32]));
+    let dealt = threshold::deal(kind, Threshold::new(3, 4).unwrap(), &mut rng).unwrap();
+    let quorum = HolderId::all(3).collect();
+    let one = HolderId::new(1).unwrap();
+    let dealing = threshold::reshare::deal(
+        &dealt.key_packages[&one],
+        &quorum,
+        Threshold::new(3, 4).unwrap(),
+        &mut rng,
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "from": 1, "to": 1,
+        "share": b64.encode(dealing.shares[&one].expose()),
+    })
+    .to_string();
+    (3 * 4, 3 * 4 * body.len())
+}
 
 /// The peer channel's payload for one refresh of a key of `kind`: every holder sends
 /// each other holder one round-2 package in a JSON body (TLS and HTTP framing not
@@ -69,7 +97,16 @@ fn main() {
         "epoch bench: {cores} cores, load {}; 4 custodians (c1, c2 SoftHSM2; c3, c4 swtpm), threshold 3",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    let w = world();
+    let w = world_standby(
+        &[
+            Backend::SoftHsm,
+            Backend::SoftHsm,
+            Backend::Tpm,
+            Backend::Tpm,
+            Backend::SoftHsm,
+        ],
+        1,
+    );
     let alice = w.logged_in("alice");
     let cs = clients_of(&w, &alice);
     let login = alice.path(&format!(
@@ -153,6 +190,30 @@ fn main() {
             one.as_secs_f64() / dealt.as_secs_f64().max(1e-9),
             one.as_secs_f64() / echo.as_secs_f64().max(1e-9),
             ms(cli),
+        );
+        let sets = ["c1,c2,c3,c5", "c1,c2,c3,c4"];
+        let moved = measure(
+            "one reshare from this process (c4 <-> c5)",
+            n,
+            Duration::from_secs(60),
+            |i| {
+                let custodians = sets[i % 2].split(',').map(str::to_owned).collect();
+                let answer = rt
+                    .block_on(enroller.call(&Reshare {
+                        secret_id: id.clone(),
+                        custodians,
+                        threshold: 3,
+                    }))
+                    .unwrap();
+                assert!(answer.complete, "reshare of {id} incomplete");
+            },
+        );
+        let (messages, bytes) = reshare_payload(kind);
+        println!(
+            "  => reshare {:.2} ms = {:.1} x a refresh, {:.0} x the echo; peer channel per reshare: {messages} messages, {bytes} bytes of JSON",
+            ms(moved),
+            moved.as_secs_f64() / one.as_secs_f64().max(1e-9),
+            moved.as_secs_f64() / echo.as_secs_f64().max(1e-9),
         );
     }
     println!("many keys, four at a time (as the scheduled refresh does):");

@@ -916,6 +916,8 @@ fn a_custodian_killed_at_each_step_of_a_reshare_ends_at_one_epoch() {
     let e = alice.json(&["enroll", "--kind", "p256-schnorr", "--dkg"]);
     let id = e["secret_id"].as_str().unwrap().to_owned();
     let public = e["public_key"].as_str().unwrap().to_owned();
+    reshare_steps_refuse_bad_input_and_strangers(&w, &alice, &id);
+    held_by(&w, &id, 1, &[0, 1, 2, 3]);
     let mut epoch = 1;
     let mut holders = vec![0, 1, 2, 3];
     // (fault at c5, a new holder; whether the reshare is in force once c5 is back)
@@ -970,4 +972,201 @@ fn a_custodian_killed_at_each_step_of_a_reshare_ends_at_one_epoch() {
         );
         assert_eq!(alice.json(&["verify", &id])["ok"], holders.len(), "{fault}");
     }
+}
+
+/// A custodian's entry for the peer channel, under holder number `holder`.
+fn entry(w: &testkit::shardctl::World, i: usize, holder: usize) -> Value {
+    let n = &w.cluster.nodes[i];
+    json!({
+        "holder": holder,
+        "name": n.name,
+        "address": n.addr.to_string(),
+        "server_name": n.addr.ip().to_string(),
+    })
+}
+
+/// The reshare steps, driven by hand as the enroller would: bad parameters, callers that
+/// are not the enroller or not the dealer named, sub-shares that do not decode, steps out
+/// of order and an unknown key each get their typed refusal, and an abort leaves nothing.
+fn reshare_steps_refuse_bad_input_and_strangers(
+    w: &testkit::shardctl::World,
+    alice: &User,
+    id: &str,
+) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let enroller: Vec<_> = (0..5)
+        .map(|i| w.cluster.client(i, w.tls_of("enroller", "main")).unwrap())
+        .collect();
+    let user = clients_of(w, alice);
+    let body = json!({
+        "owner": testkit::cluster::user_id("alice"),
+        "kind": "p256-schnorr",
+        "t": 2,
+        "n": 2,
+        "epoch": 2,
+        "from_epoch": 1,
+        // c1 and c5 are the new holders; c1 and c2 (holders 1 and 2 of epoch 1) deal.
+        "peers": [entry(w, 0, 1), entry(w, 4, 2)],
+        "dealers": [entry(w, 0, 1), entry(w, 1, 2)],
+    });
+    let open = format!("/v1/reshare/{id}/open");
+    let (deal, finish) = (
+        format!("/v1/reshare/{id}/deal"),
+        format!("/v1/reshare/{id}/finish"),
+    );
+    let peer = format!("/v1/peer/reshare/{id}");
+    rt.block_on(async {
+        for (field, value) in [
+            ("t", json!(3)),
+            ("epoch", json!(3)),
+            ("kind", json!("p256")),
+            ("dealers", json!([entry(w, 0, 2), entry(w, 1, 1)])),
+            ("peers", json!([entry(w, 0, 1), entry(w, 0, 2)])),
+        ] {
+            let mut bad = body.clone();
+            bad[field] = value;
+            refused(
+                &enroller[4],
+                Method::POST,
+                &open,
+                bad,
+                400,
+                "invalid_reshare",
+            )
+            .await;
+        }
+        // c3 is neither a new holder nor a dealer here.
+        refused(
+            &enroller[2],
+            Method::POST,
+            &open,
+            body.clone(),
+            400,
+            "invalid_reshare",
+        )
+        .await;
+        refused(
+            &user[4],
+            Method::POST,
+            &open,
+            body.clone(),
+            403,
+            "role_not_allowed",
+        )
+        .await;
+        // c5 named as a dealer: it holds nothing of epoch 1.
+        let mut stranger = body.clone();
+        stranger["dealers"] = json!([entry(w, 0, 1), entry(w, 4, 2)]);
+        refused(
+            &enroller[4],
+            Method::POST,
+            &open,
+            stranger,
+            404,
+            "not_found",
+        )
+        .await;
+        // Open at the new holder c5; repeated it answers the same, changed it is refused.
+        for _ in 0..2 {
+            let (st, b) = call(&enroller[4], Method::POST, &open, body.clone()).await;
+            assert_eq!(
+                (st, &b["holder"], &b["dealer"]),
+                (200, &json!(2), &Value::Null),
+                "{b}"
+            );
+        }
+        let mut changed = body.clone();
+        changed["t"] = json!(1);
+        changed["n"] = json!(1);
+        refused(
+            &enroller[4],
+            Method::POST,
+            &open,
+            changed,
+            400,
+            "invalid_reshare",
+        )
+        .await;
+        let mut changed = body.clone();
+        changed["peers"] = json!([entry(w, 4, 1), entry(w, 0, 2)]);
+        refused(
+            &enroller[4],
+            Method::POST,
+            &open,
+            changed,
+            409,
+            "dkg_exists",
+        )
+        .await;
+        refused(
+            &enroller[4],
+            Method::POST,
+            &deal,
+            json!({}),
+            409,
+            "dkg_out_of_order",
+        )
+        .await;
+        refused(
+            &enroller[4],
+            Method::POST,
+            &finish,
+            json!({ "public": "", "dealings": [] }),
+            409,
+            "dkg_incomplete",
+        )
+        .await;
+        assert_eq!(w.metric(4, "custodian_reshares_open"), 1.0);
+        // The peer route: only the custodian named for the dealer, with a sub-share.
+        let share = json!({ "from": 2, "to": 2, "share": "AAAA" });
+        for (who, status, reason) in [
+            (w.tls_of("enroller", "main"), 403, "role_not_allowed"),
+            (w.tls_of("custodian", "c3"), 403, "not_the_peer"),
+            (w.tls_of("custodian", "c2"), 400, "invalid_round2_package"),
+        ] {
+            let c = w.cluster.client(4, who).unwrap();
+            refused(&c, Method::PUT, &peer, share.clone(), status, reason).await;
+        }
+        let c2 = w.cluster.client(4, w.tls_of("custodian", "c2")).unwrap();
+        let mut wrong = share.clone();
+        wrong["to"] = json!(1);
+        refused(
+            &c2,
+            Method::PUT,
+            &peer,
+            wrong,
+            400,
+            "invalid_round2_package",
+        )
+        .await;
+        let unknown = format!("/v1/peer/reshare/{}", "e".repeat(32));
+        refused(
+            &c2,
+            Method::PUT,
+            &unknown,
+            share.clone(),
+            404,
+            "dkg_unknown",
+        )
+        .await;
+        // The coordinator's abort drops the reshare: the next step knows nothing of it.
+        let (st, _) = call(
+            &enroller[4],
+            Method::DELETE,
+            &format!("/v1/shards/{id}?epoch=2"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(st, 404, "nothing was stored");
+        refused(
+            &enroller[4],
+            Method::POST,
+            &finish,
+            json!({ "public": "", "dealings": [] }),
+            404,
+            "dkg_unknown",
+        )
+        .await;
+        assert_eq!(w.metric(4, "custodian_reshares_open"), 0.0);
+    });
 }
