@@ -94,7 +94,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "epoch bench: {cores} cores, load {}; 4 custodians (c1, c2 SoftHSM2; c3, c4 swtpm), threshold 3",
+        "epoch bench: {cores} cores, load {}; 4 custodians (c1, c2 SoftHSM2; c3, c4 swtpm), threshold 3, c5 (SoftHSM2) on standby",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let w = world_standby(

@@ -1170,3 +1170,175 @@ fn reshare_steps_refuse_bad_input_and_strangers(
         assert_eq!(w.metric(4, "custodian_reshares_open"), 0.0);
     });
 }
+
+/// Secrets made by release 1 (before `p256` keys were shared as scalars): their custodian
+/// databases and SoftHSM2 tokens, signed manifests and the manifest key, kept as files.
+const RELEASE_1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/release-1");
+
+/// The token directory a SoftHSM2 configuration names.
+fn token_dir(conf: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(conf).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("directories.tokendir"))
+        .unwrap_or_else(|| panic!("{}: no tokendir", conf.display()));
+    std::path::PathBuf::from(line.trim_start_matches([' ', '=']).trim())
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `openssl pkey -pubout` of a private key file: its public key as OpenSSL writes it.
+fn openssl_public(key: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-in", key.to_str().unwrap(), "-pubout"])
+        .output()
+        .expect("run openssl; scripts/setup.sh installs it");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes the release-1 fixture (run once, with that release, never after): four
+/// SoftHSM2 custodians, a `p256` key and an opaque secret of alice's.
+/// `SHARD_WRITE_FIXTURE=DIR cargo test --all-features -p shard-custodians-tests --test epochs -- --ignored write_release_fixture`
+#[test]
+#[ignore = "writes the fixture of a release; run by hand with SHARD_WRITE_FIXTURE"]
+fn write_release_fixture() {
+    use testkit::device::Backend;
+    let out = std::path::PathBuf::from(std::env::var("SHARD_WRITE_FIXTURE").unwrap());
+    let mut w = testkit::shardctl::world_with(&[Backend::SoftHsm; 4]);
+    let alice = w.logged_in("alice");
+    let (p256, _) = alice.enroll_p256();
+    let secret = alice.path("secret.bin");
+    std::fs::write(&secret, b"an opaque secret of release 1").unwrap();
+    let e = alice.json(&["enroll", "--secret-file", secret.to_str().unwrap()]);
+    let opaque = e["secret_id"].as_str().unwrap().to_owned();
+    let key = alice.path("p256.pem");
+    alice.ok(&["recover", &p256, "--out", key.to_str().unwrap()]);
+    std::fs::create_dir_all(out.join("manifests")).unwrap();
+    for id in [&p256, &opaque] {
+        std::fs::copy(
+            alice
+                .home
+                .join("state/shardctl/manifests/demo.test")
+                .join(id),
+            out.join("manifests").join(id),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        w.cluster.pki.join("enroller-manifest.pub.pem"),
+        out.join("manifest-key.pem"),
+    )
+    .unwrap();
+    let facts = json!({
+        "owner": testkit::cluster::user_id("alice"),
+        "p256": { "secret_id": p256, "public_key_pem": openssl_public(&key) },
+        "opaque": { "secret_id": opaque, "sha256": sha256_hex(b"an opaque secret of release 1") },
+    });
+    std::fs::write(out.join("secrets.json"), facts.to_string()).unwrap();
+    for node in w.cluster.nodes.iter_mut() {
+        node.stop().unwrap();
+        let dir = out.join(&node.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The database with its write-ahead log, as the stopped custodian left them.
+        for suffix in ["", "-wal"] {
+            let from = format!("{}{suffix}", node.db_path().display());
+            if std::path::Path::new(&from).exists() {
+                std::fs::copy(&from, dir.join(format!("custodian.db{suffix}"))).unwrap();
+            }
+        }
+        let token = node.device().token().unwrap();
+        copy_tree(&token_dir(token.conf_path()), &dir.join("tokens"));
+        std::fs::copy(token.pin_file(), dir.join("pin")).unwrap();
+    }
+}
+
+#[test]
+fn secrets_enrolled_by_release_1_still_recover() {
+    use testkit::device::Backend;
+    let fixture = std::path::Path::new(RELEASE_1);
+    let facts: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("secrets.json")).unwrap())
+            .unwrap();
+    let mut w = testkit::shardctl::world_with(&[Backend::SoftHsm; 4]);
+    // Each custodian gets release 1's database and token (its sealing key) in place of
+    // its own: what an upgrade in place leaves it with.
+    for node in w.cluster.nodes.iter_mut() {
+        node.stop().unwrap();
+        let from = fixture.join(&node.name);
+        let db = node.db_path();
+        for suffix in ["", "-wal"] {
+            let target = format!("{}{suffix}", db.display());
+            let _ = std::fs::remove_file(&target);
+            let saved = from.join(format!("custodian.db{suffix}"));
+            if saved.exists() {
+                std::fs::copy(saved, &target).unwrap();
+            }
+        }
+        let tokens = token_dir(node.device().token().unwrap().conf_path());
+        std::fs::remove_dir_all(&tokens).unwrap();
+        copy_tree(&from.join("tokens"), &tokens);
+        let pin = std::fs::read_to_string(from.join("pin")).unwrap();
+        node.set_env("SHARD_HSM_PIN", Some(pin.trim()));
+        node.start().unwrap();
+    }
+    for i in 0..4 {
+        w.cluster.wait_ready(i).unwrap();
+    }
+    // alice of this trust domain, with release 1's manifests and manifest key pinned.
+    assert_eq!(facts["owner"], testkit::cluster::user_id("alice"));
+    let alice = w.logged_in("alice");
+    let cache = alice.home.join("state/shardctl/manifests/demo.test");
+    std::fs::create_dir_all(&cache).unwrap();
+    copy_tree(&fixture.join("manifests"), &cache);
+    let config = alice.home.join("config/shardctl/config.toml");
+    let text: String = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("manifest_key") {
+                format!(
+                    "manifest_key = \"{}\"\n",
+                    fixture.join("manifest-key.pem").display()
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+
+    let p256 = facts["p256"]["secret_id"].as_str().unwrap();
+    let key = alice.path("p256.pem");
+    alice.ok(&["recover", p256, "--out", key.to_str().unwrap()]);
+    assert_eq!(
+        openssl_public(&key),
+        facts["p256"]["public_key_pem"].as_str().unwrap(),
+        "the recovered key is release 1's"
+    );
+    let opaque = facts["opaque"]["secret_id"].as_str().unwrap();
+    let out = alice.path("opaque.bin");
+    alice.ok(&["recover", opaque, "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        facts["opaque"]["sha256"].as_str().unwrap()
+    );
+    // Every share still checks where it is.
+    assert_eq!(alice.json(&["verify", p256])["ok"], 4);
+}
